@@ -1,0 +1,111 @@
+"""Small, strict file helpers shared by every stage.
+
+Two rules hold everywhere in the project:
+
+* **Atomic outputs.** A file is written under a temporary name in the same directory and
+  renamed into place only when complete, so a killed job never leaves a file that looks done.
+* **Errors name the file and line.** Every reader of a Kaldi-style text file reports bad input
+  as ``DataError("path:lineno: what is wrong; what to do")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file (and line) and what to do about it."""
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """Open ``path`` for writing through a temporary file renamed into place on success.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+
+    Example:
+        >>> with atomic_open(tmp / "text") as f:   # doctest: +SKIP
+        ...     f.write("utt1 HELLO\\n")
+    """
+    if "w" not in mode:
+        raise ValueError(f"atomic_open only writes; got mode {mode!r}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (UTF-8)."""
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def write_kaldi_text(path: str | os.PathLike, rows: Iterable[tuple[str, str]]) -> None:
+    """Write ``key value`` lines atomically, in the order given.
+
+    Args:
+        path: output file, e.g. ``data/train/text``.
+        rows: ``(key, value)`` pairs; ``value`` may be empty (the line is then just the key).
+    """
+    with atomic_open(path) as f:
+        for key, value in rows:
+            if not key or any(c.isspace() for c in key):
+                raise DataError(f"{path}: refusing to write key {key!r}: keys must be non-empty without whitespace")
+            f.write(f"{key} {value}\n" if value != "" else f"{key}\n")
+
+
+def iter_kaldi_text(path: str | os.PathLike, allow_empty_value: bool = False) -> Iterator[tuple[int, str, str]]:
+    """Yield ``(lineno, key, value)`` from a ``key value`` file (value = rest of the line).
+
+    Raises:
+        DataError: file missing, not UTF-8, or a line without a value (unless allowed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found; run the stage that writes it first")
+    with open(path, encoding="utf-8") as f:
+        lineno = 0
+        try:
+            for lineno, line in enumerate(f, start=1):
+                line = line.rstrip("\n").rstrip("\r")
+                if not line.strip():
+                    raise DataError(f"{path}:{lineno}: empty line; remove it")
+                parts = line.split(maxsplit=1)
+                key = parts[0]
+                value = parts[1].strip() if len(parts) > 1 else ""
+                if not value and not allow_empty_value:
+                    raise DataError(f"{path}:{lineno}: '{key}' has no value; expected '<key> <value>'")
+                yield lineno, key, value
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+
+
+def read_kaldi_text(path: str | os.PathLike, allow_empty_value: bool = False) -> dict[str, str]:
+    """Read a ``key value`` file into an insertion-ordered dict, rejecting duplicate keys.
+
+    Raises:
+        DataError: naming ``path:lineno`` for duplicates and malformed lines.
+    """
+    out: dict[str, str] = {}
+    first_seen: dict[str, int] = {}
+    for lineno, key, value in iter_kaldi_text(path, allow_empty_value=allow_empty_value):
+        if key in out:
+            raise DataError(f"{path}:{lineno}: duplicate id '{key}' (first on line {first_seen[key]}); ids must be unique")
+        out[key] = value
+        first_seen[key] = lineno
+    return out
