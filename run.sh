@@ -25,7 +25,7 @@ mlsuperb_root=          # ML-SUPERB root (<dataset>/<iso3>/wav/...); default: th
 librispeech_root=       # LibriSpeech root (train-clean-100, dev-clean, ...); default: the demo corpus
 mlsuperb_setup=1h       # 1h | 10min
 lid=false               # prefix transcripts with [iso3] language tags
-reserved_langs=         # few-shot languages (keep 5 training utterances), space-separated iso3 codes
+reserved_langs=         # few-shot languages (keep 5 training utterances), space-separated iso3 codes; empty = none
 max_train_seconds=20    # training utterances longer than this are dropped (test sets never)
 fs=16000                # audio sample rate (Hz)
 train_set=train
@@ -168,11 +168,10 @@ stage_corpus() {
 stage_data() {
     [ -n "$mlsuperb_root" ] || die "--mlsuperb_root is required for real data (or set corpus_config for the demo)"
     [ -d "$mlsuperb_root" ] || die "--mlsuperb_root $mlsuperb_root is not a directory"
-    local lid_opt=() reserved_opt=()
+    local lid_opt=()
     [ "$lid" = true ] && lid_opt=(--lid)
-    [ -n "$reserved_langs" ] && reserved_opt=(--reserved_langs "${reserved_langs// /,}")
     python -m espnet2_ext.bin.prepare_data mlsuperb --root "$mlsuperb_root" --setup "$mlsuperb_setup" \
-        --out_dir "$data/local/mlsuperb" "${lid_opt[@]}" "${reserved_opt[@]}"
+        --out_dir "$data/local/mlsuperb" "${lid_opt[@]}" --reserved_langs "${reserved_langs// /,}"
     local -A sources=([$train_set]="$data/local/mlsuperb/train" [$valid_set]="$data/local/mlsuperb/dev" [test_1h]="$data/local/mlsuperb/test")
     if [ -n "$librispeech_root" ]; then
         [ -d "$librispeech_root" ] || die "--librispeech_root $librispeech_root is not a directory"

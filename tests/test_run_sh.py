@@ -1,0 +1,102 @@
+"""The recipe driver's contract: stages listed, options validated, config < command line, honest stops."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from espnet2_ext.bin.recipe_config import ConfigError, load_recipe_config
+
+
+def run_sh(repo_root: Path, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(repo_root / "run.sh"), *args], env=env, cwd=cwd or repo_root,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_help_lists_every_stage_and_marks_unbuilt_ones(repo_root: Path, cli_env: dict[str, str]) -> None:
+    r = run_sh(repo_root, ["--help"], cli_env)
+    assert r.returncode == 0
+    stage_lines = [ln for ln in r.stdout.splitlines() if ln[:4].strip().isdigit()]
+    assert [int(ln.split()[0]) for ln in stage_lines] == list(range(1, 14))
+    names = [ln.split()[1] for ln in stage_lines]
+    assert names[:2] == ["corpus", "data"] and names[10] == "score"
+    for ln in stage_lines:
+        built = ln.split()[1] in {"corpus", "data", "score"}
+        assert ("not built yet" in ln) != built, ln
+    assert "--mlsuperb_root" in r.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--bogus", "1"], "unknown option --bogus"),
+        (["--stage"], "needs a value"),
+        (["--stage", "99"], "unknown stage 99"),
+        (["--nj", "0"], "--nj must be a positive integer"),
+        (["--lid", "yes"], "--lid must be true or false"),
+        (["stage", "2"], "unexpected argument 'stage'"),
+    ],
+)
+def test_wrong_options_are_rejected(repo_root: Path, cli_env: dict[str, str], args: list[str], message: str) -> None:
+    r = run_sh(repo_root, args, cli_env)
+    assert r.returncode == 2
+    assert message in r.stderr
+
+
+def test_config_typo_is_named_with_a_suggestion(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("workdir: somewhere\nmlsuperb_rot: /x\n")
+    r = run_sh(repo_root, ["--config", str(cfg)], cli_env)
+    assert r.returncode == 2
+    assert f"{cfg}: unknown option 'mlsuperb_rot'; did you mean 'mlsuperb_root'?" in r.stderr
+
+
+def test_command_line_overrides_config_and_paths_are_relative_to_cwd(
+    repo_root: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"workdir: {tmp_path / 'from_config'}\n")
+    # stage 11 with no hypotheses stops with an error that names the effective workdir
+    r = run_sh(repo_root, ["--config", "c.yaml", "--stage", "11", "--stop_stage", "11"], cli_env, cwd=tmp_path)
+    assert r.returncode == 2 and f"{tmp_path}/from_config/exp" in r.stderr
+    r = run_sh(repo_root, ["--config", "c.yaml", "--workdir", "from_cli", "--stage", "11", "--stop_stage", "11"],
+               cli_env, cwd=tmp_path)
+    assert r.returncode == 2 and f"{tmp_path}/from_cli/exp" in r.stderr, r.stderr
+    assert "run the decode stage first" in r.stderr
+
+
+def test_unbuilt_stage_stops_the_run_and_says_so(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "3", "--stop_stage", "5"], cli_env)
+    assert r.returncode == 0
+    assert "stage 3 (ssl): NOT BUILT YET" in r.stderr
+    assert "stage 4" not in r.stderr
+
+
+def test_recipe_config_values_become_shell_strings(tmp_path: Path) -> None:
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("nj: 4\nlid: true\nreserved_langs: [pol, bul]\ncorpus_config: null\nworkdir: \"a b; $(rm -rf x)\"\n")
+    values = load_recipe_config(cfg, {"nj", "lid", "reserved_langs", "corpus_config", "workdir"})
+    assert values == {"nj": "4", "lid": "true", "reserved_langs": "pol bul", "corpus_config": "",
+                      "workdir": "a b; $(rm -rf x)"}
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("nj: [1\n", "invalid YAML"), ("- a\n- b\n", "expected a mapping"), ("nj: {a: 1}\n", "option 'nj': nested")],
+)
+def test_recipe_config_errors_name_the_file(tmp_path: Path, content: str, message: str) -> None:
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text(content)
+    with pytest.raises(ConfigError, match=message) as e:
+        load_recipe_config(cfg, {"nj"})
+    assert str(cfg) in str(e.value)
+
+
+def test_shipped_recipe_configs_are_valid(repo_root: Path) -> None:
+    text = (repo_root / "run.sh").read_text()
+    known = set(text.split("option_names=(", 1)[1].split(")", 1)[0].split())
+    for cfg in sorted((repo_root / "conf/recipe").glob("*.yaml")):
+        values = load_recipe_config(cfg, known)
+        assert values["workdir"].startswith("egs2/"), cfg
