@@ -31,17 +31,22 @@ fs=16000                # audio sample rate (Hz)
 train_set=train
 valid_set=dev
 test_sets="test_1h dev_clean dev_other test_clean test_other"
+ssl_upstream=xls_r_300m # s3prl upstream name (xls_r_300m, wavlm_large, hf_wav2vec2_custom, hubert_local, ...)
+ssl_path=               # local SSL checkpoint (file or directory); empty for s3prl hub names
+ssl_cache_dir=          # s3prl download cache holding hub checkpoints (offline: must be filled beforehand)
+ssl_pretrain_config=    # demo: pre-train the small SSL model with this config (conf/ssl/*.yaml)
+ssl_retrain=false       # demo: pre-train even when ssl_path (the kept checkpoint) exists
 
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
-    train_set valid_set test_sets)
-path_options=" config workdir corpus_config mlsuperb_root librispeech_root "
+    train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain)
+path_options=" config workdir corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config "
 
 # ---- stages: number|name|what it does|status ----
 stage_table=(
     "1|corpus|Synthesise the demo corpus (ML-SUPERB + LibriSpeech layouts; skipped for real data)|built"
     "2|data|Data preparation: corpora -> Kaldi data dirs (train, dev, test_1h, dev/test_clean/other)|built"
-    "3|ssl|SSL model: train the demo SSL model, or check the real checkpoint|issue 3"
+    "3|ssl|SSL model: pre-train the demo SSL model (or take the kept one), load and record the upstream|built"
     "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream|issue 3"
     "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers|issue 4"
     "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|issue 4"
@@ -119,6 +124,7 @@ last_stage=${#stage_table[@]}
 (( stage >= 1 && stage <= last_stage )) || die "unknown stage $stage; stages are 1..$last_stage (see --help)"
 [[ $nj =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer (got '$nj')"
 [[ $lid == true || $lid == false ]] || die "--lid must be true or false (got '$lid')"
+[[ $ssl_retrain == true || $ssl_retrain == false ]] || die "--ssl_retrain must be true or false (got '$ssl_retrain')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
 
 # shellcheck source=cmd.sh
@@ -195,6 +201,33 @@ stage_data() {
         [ "$set" = "$train_set" ] && max_opt=(--max_seconds "$max_train_seconds")
         python -m espnet2_ext.bin.prepare_data finalize --data_dir "$data/$set" --nshard "$nj" --fs "$fs" "${max_opt[@]}"
     done
+}
+
+stage_ssl() {
+    # Writes exp/ssl/upstream.json: how to load the upstream, its hash, layers, sizes. Later stages
+    # read the SSL model from there only.
+    local path=$ssl_path
+    if [ -n "$ssl_pretrain_config" ] && { [ "$ssl_retrain" = true ] || [ -z "$ssl_path" ] || [ ! -e "$ssl_path" ]; }; then
+        local pre=$workdir/exp/ssl_pretrain set
+        if [ -f "$pre/.done" ]; then
+            log "pre-trained SSL model already in $pre/model"
+        else
+            for set in "$train_set" "$valid_set"; do
+                [ -f "$pre/$set.ipa" ] || python -m espnet2_ext.bin.ssl_model phonemes --data_dir "$data/$set" --out "$pre/$set.ipa"
+            done
+            log "pre-training the demo SSL model (log: $logdir/ssl_pretrain.log)"
+            ${train_cmd} --num_threads 2 "$logdir/ssl_pretrain.log" \
+                python -m espnet2_ext.bin.ssl_model pretrain --config "$ssl_pretrain_config" --train_dir "$data/$train_set" \
+                --valid_dir "$data/$valid_set" --labels_dir "$pre" --out_dir "$pre"
+        fi
+        path=$pre/model
+    elif [ -n "$ssl_path" ]; then
+        log "using the SSL checkpoint $ssl_path"
+    fi
+    local opts=()
+    [ -n "$path" ] && opts+=(--path "$path")
+    [ -n "$ssl_cache_dir" ] && opts+=(--cache_dir "$ssl_cache_dir")
+    python -m espnet2_ext.bin.ssl_model check --name "$ssl_upstream" "${opts[@]}" --out "$workdir/exp/ssl/upstream.json"
 }
 
 stage_score() {

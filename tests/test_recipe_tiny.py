@@ -80,3 +80,17 @@ def test_rerun_skips_completed_stages(workdir: Path, repo_root: Path, cli_env: d
     assert "corpus already complete" in r.stderr
     assert "data/train is complete" in r.stderr
     assert (workdir / "data/train/text").stat().st_mtime_ns == before
+
+
+def test_ssl_stage_pretrains_and_records_the_upstream(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
+    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "3", "--stop_stage", "3"], cli_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((workdir / "exp/ssl/upstream.json").read_text())
+    assert info["upstream"] == {"name": "hf_wav2vec2_custom", "path": str(workdir / "exp/ssl_pretrain/model"),
+                                "cache_dir": None}
+    assert info["num_hidden_states"] == 3 and info["hidden_size"] == 32 and info["frame_rate_hz"] == 50.0
+    assert (workdir / "log/ssl_pretrain.log").read_text().count("dev PER") >= 1
+    assert (workdir / "exp/ssl_pretrain/train.ipa").is_file()
+    # a rerun reuses the pre-trained model
+    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "3", "--stop_stage", "3"], cli_env)
+    assert r.returncode == 0 and "pre-trained SSL model already in" in r.stderr
