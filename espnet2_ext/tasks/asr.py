@@ -1,0 +1,228 @@
+"""ESPnet's ASR task with this project's components, built from the task's OWN registries.
+
+:class:`ASRTask` is ESPnet's ``espnet2.tasks.asr.ASRTask`` plus ``frontend: ssl``
+(:class:`~espnet2_ext.frontend.SSLFrontend`). Everything else (data loading, preprocessing,
+training loop, config.yaml) is ESPnet's.
+
+Why not just append to ``class_choices_list``: ESPnet's ``ASRTask.build_model`` looks its classes
+up in the module-level registries of ``espnet2.tasks.asr`` (``frontend_choices.get_class``), not
+through the task class, so a subclass that only changes ``class_choices_list`` parses
+``--frontend ssl`` and then fails to build. Editing ESPnet's registries at import time would change
+ESPnet for every other user in the process. Instead this module holds copies of ESPnet's registries
+(same classes, plus ours) and :meth:`ASRTask.build_model` is our own implementation of the steps of
+ESPnet's ``build_model`` that reads them; the saved ``config.yaml`` therefore only rebuilds through
+this task (``python -m espnet2_ext.bin.asr_train`` / ``espnet2_ext.bin.asr_inference``).
+
+Loading is strict: ESPnet's ``build_model_from_file`` loads with ``strict=False``, which silently
+keeps random weights for anything the file lacks; ours raises instead. The only tensors a checkpoint
+may lack are a frozen SSL upstream's, which :class:`SSLFrontend` never saves.
+
+Example:
+    >>> model, args = ASRTask.build_model_from_file("exp/asr/config.yaml", "exp/asr/valid.acc.ave.pth")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import torch
+from espnet2.asr.ctc import CTC
+from espnet2.tasks import asr as espnet_asr
+from espnet2.torch_utils.initialize import initialize
+from espnet2.train.abs_espnet_model import AbsESPnetModel
+from espnet2.train.class_choices import ClassChoices
+from typeguard import typechecked
+
+from espnet2_ext.frontend import SSLFrontend
+
+logger = logging.getLogger(__name__)
+
+
+def _extend(choices: ClassChoices, **extra: type) -> ClassChoices:
+    """A new registry with ``choices``' name, base type and default, its classes and ``extra``."""
+    clash = set(extra) & set(choices.classes)
+    if clash:
+        raise ValueError(f"--{choices.name}: {sorted(clash)} already name ESPnet classes")
+    return ClassChoices(
+        name=choices.name,
+        classes={**choices.classes, **extra},
+        type_check=choices.base_type,
+        default=choices.default,
+        optional=choices.optional,
+    )
+
+
+frontend_choices = _extend(espnet_asr.frontend_choices, ssl=SSLFrontend)
+specaug_choices = _extend(espnet_asr.specaug_choices)
+normalize_choices = _extend(espnet_asr.normalize_choices)
+model_choices = _extend(espnet_asr.model_choices)
+preencoder_choices = _extend(espnet_asr.preencoder_choices)
+encoder_choices = _extend(espnet_asr.encoder_choices)
+postencoder_choices = _extend(espnet_asr.postencoder_choices)
+decoder_choices = _extend(espnet_asr.decoder_choices)
+# Not copied: ESPnet's build_preprocess_fn (inherited unchanged) reads this very object, so a copy
+# would be a second list that nothing uses.
+preprocessor_choices = espnet_asr.preprocessor_choices
+
+
+class ASRTask(espnet_asr.ASRTask):
+    """ESPnet ASR with the SSL frontend; see the module docstring."""
+
+    class_choices_list = [
+        frontend_choices,
+        specaug_choices,
+        normalize_choices,
+        model_choices,
+        preencoder_choices,
+        encoder_choices,
+        postencoder_choices,
+        decoder_choices,
+        preprocessor_choices,
+    ]
+
+    @classmethod
+    @typechecked
+    def build_model(cls, args: argparse.Namespace) -> AbsESPnetModel:
+        """Build the model described by ``args`` (parsed options or a loaded config.yaml).
+
+        Mirrors ESPnet's ``ASRTask.build_model`` step by step, reading this module's registries:
+        frontend, specaug, normalize, preencoder, encoder, postencoder, decoder, CTC, model, init.
+        Like ESPnet's, it replaces a ``token_list`` path in ``args`` by the list itself (so
+        config.yaml is self-contained) and clears ``frontend`` when ``input_size`` is given.
+        Transducer decoders and multi-blank transducer losses are not supported (use ESPnet's
+        task for those).
+
+        Raises:
+            ValueError: an unsupported option or an unknown class name.
+        """
+        token_list = _token_list(args)
+        args.token_list = token_list
+        vocab_size = len(token_list)
+        logger.info("Vocabulary size: %d", vocab_size)
+        model_conf = dict(getattr(args, "model_conf", None) or {})
+        if model_conf.get("transducer_multi_blank_durations"):
+            raise ValueError("model_conf.transducer_multi_blank_durations is not supported by espnet2_ext's ASRTask")
+        if getattr(args, "decoder", None) == "transducer":
+            raise ValueError("decoder 'transducer' is not supported by espnet2_ext's ASRTask; use ESPnet's asr task")
+
+        # 1. frontend (or features straight from the data loader)
+        if args.input_size is None:
+            frontend = _build(frontend_choices, args, "frontend")
+            if frontend is None:
+                raise ValueError("frontend none needs input_size (features from the data loader)")
+            input_size = frontend.output_size()
+        else:
+            args.frontend, args.frontend_conf = None, {}
+            frontend, input_size = None, args.input_size
+        # 2. augmentation, 3. normalisation
+        specaug = _build(specaug_choices, args, "specaug")
+        normalize = _build(normalize_choices, args, "normalize")
+        # 4. pre-encoder, encoder, post-encoder
+        preencoder = _build(preencoder_choices, args, "preencoder")
+        if preencoder is not None:
+            input_size = preencoder.output_size()
+        encoder = _build(encoder_choices, args, "encoder", input_size=input_size)
+        encoder_output_size = input_size if encoder is None else encoder.output_size()
+        postencoder = _build(postencoder_choices, args, "postencoder", input_size=encoder_output_size)
+        if postencoder is not None:
+            encoder_output_size = postencoder.output_size()
+        # 5. decoder, 6. CTC
+        decoder = _build(
+            decoder_choices, args, "decoder", vocab_size=vocab_size, encoder_output_size=encoder_output_size
+        )
+        ctc = CTC(odim=vocab_size, encoder_output_size=encoder_output_size, **(getattr(args, "ctc_conf", None) or {}))
+        # 7. model
+        model_class = model_choices.get_class(getattr(args, "model", None) or "espnet")
+        model = model_class(
+            vocab_size=vocab_size,
+            frontend=frontend,
+            specaug=specaug,
+            normalize=normalize,
+            preencoder=preencoder,
+            encoder=encoder,
+            postencoder=postencoder,
+            decoder=decoder,
+            ctc=ctc,
+            joint_network=None,
+            token_list=token_list,
+            **model_conf,
+        )
+        # 8. initialisation (SSLFrontend.reload_pretrained_parameters restores the SSL weights)
+        if getattr(args, "init", None) is not None:
+            initialize(model, args.init)
+        return model
+
+    @classmethod
+    @typechecked
+    def build_model_from_file(
+        cls,
+        config_file: Path | str | None = None,
+        model_file: Path | str | None = None,
+        device: str = "cpu",
+    ) -> tuple[AbsESPnetModel, argparse.Namespace]:
+        """Rebuild a model from its config.yaml and load ``model_file`` strictly.
+
+        Args:
+            config_file: the training config.yaml (default: the one next to ``model_file``).
+            model_file: a ``*.pth`` state dict saved by ESPnet's trainer (None: no weights).
+            device: "cpu", "cuda", "cuda:N" or "mps".
+
+        Returns:
+            ``(model, args)`` like ESPnet's.
+
+        Raises:
+            ValueError: the file misses tensors the model needs (other than a frozen SSL
+                upstream's) or holds tensors the model does not have.
+        """
+        if config_file is None:
+            if model_file is None:
+                raise ValueError("build_model_from_file needs a config_file or a model_file")
+            config_file = Path(model_file).parent / "config.yaml"
+        # ESPnet's reads the config, builds through cls.build_model (ours), moves the model and
+        # adds adapters; the weights we load ourselves.
+        model, args = super().build_model_from_file(config_file, None, device)
+        if model_file is not None:
+            state = torch.load(model_file, map_location="cpu", weights_only=True)
+            if "module" in state and isinstance(state["module"], dict):  # DeepSpeed checkpoint
+                state = state["module"]
+            load_state_dict_checked(model, state, source=model_file)
+        return model, args
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict, source: str | Path = "state dict") -> None:
+    """``model.load_state_dict(state)``, raising on any missing or unexpected tensor.
+
+    A frozen SSL upstream's tensors count as present: :class:`SSLFrontend` drops them from its
+    state dict and forgives their absence (the upstream is rebuilt from its own checkpoint).
+
+    Raises:
+        ValueError: naming ``source`` and the first offending keys.
+    """
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{source}: does not match the model built from config.yaml: "
+            f"{len(result.missing_keys)} missing tensor(s) {result.missing_keys[:5]}, "
+            f"{len(result.unexpected_keys)} unexpected tensor(s) {result.unexpected_keys[:5]}"
+        )
+
+
+def _token_list(args: argparse.Namespace) -> list[str]:
+    """The token list from ``args.token_list``: a file (one token a line) or a list."""
+    if isinstance(args.token_list, str):
+        with open(args.token_list, encoding="utf-8") as f:
+            return [line.rstrip() for line in f]
+    if isinstance(args.token_list, (list, tuple)):
+        return list(args.token_list)
+    raise ValueError(f"token_list must be a file path or a list of tokens, got {type(args.token_list).__name__}")
+
+
+def _build(choices: ClassChoices, args: argparse.Namespace, name: str, **kwargs) -> torch.nn.Module | None:
+    """Instantiate ``args.<name>`` from ``choices`` with ``args.<name>_conf`` (None when unset)."""
+    choice = getattr(args, name, None)
+    if choice is None:
+        return None
+    component_class = choices.get_class(choice)
+    return component_class(**kwargs, **(getattr(args, f"{name}_conf", None) or {}))
