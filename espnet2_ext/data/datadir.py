@@ -36,7 +36,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from espnet2_ext.utils.fileio import DataError, read_kaldi_text, write_kaldi_text
+from espnet2_ext.utils.fileio import DataError, listing, read_kaldi_text, write_kaldi_text
 
 logger = logging.getLogger(__name__)
 
@@ -376,9 +376,7 @@ def measure_shard(data_dir: str | os.PathLike, shard: int, nshard: int, fs: int 
         else:
             lengths[utt] = n
     if bad:
-        listed = "; ".join(bad[:_MAX_LISTED]) + (
-            f"; ... and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
-        )
+        listed = listing(bad, _MAX_LISTED)
         raise DataError(
             f"{data_dir} shard {shard}/{nshard}: {len(bad)} of {len(ids)} audio files unusable: {listed}. "
             f"Fix: {_fix_hint(all_problems, fs)}; then rerun measure for this shard"

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from espnet2_ext.data.datadir import DataDir
-from espnet2_ext.utils.fileio import DataError, iter_kaldi_text
+from espnet2_ext.utils.fileio import DataError, iter_kaldi_text, listing
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +85,7 @@ def prepare_librispeech_set(root: str | os.PathLike, set_name: str, lid: bool = 
             text[utt] = f"[{LANG}] {words}" if lid else words
             utt2spk[utt] = spk_chapter
     if missing:
-        listed = "; ".join(missing[:_MAX_LISTED]) + (
-            f"; ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        )
+        listed = listing(missing, _MAX_LISTED)
         raise DataError(
             f"{set_dir}: {len(missing)} transcript entr(ies) have no audio file (transcript:line: expected path): {listed}"
         )

@@ -38,7 +38,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from espnet2_ext.data.datadir import DataDir, sort_ids
-from espnet2_ext.utils.fileio import DataError
+from espnet2_ext.utils.fileio import DataError, listing
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +252,7 @@ def prepare_mlsuperb(
 
     missing = [f"{u.where}: {u.wav}" for utts in splits.values() for u in utts if not u.wav.is_file()]
     if missing:
-        listed = "; ".join(missing[:_MAX_LISTED]) + (
-            f"; ... and {len(missing) - _MAX_LISTED} more" if len(missing) > _MAX_LISTED else ""
-        )
+        listed = listing(missing, _MAX_LISTED)
         raise DataError(
             f"{len(missing)} transcript entr(ies) have no audio file (transcript:line: expected path): {listed}"
         )

@@ -109,3 +109,14 @@ def read_kaldi_text(path: str | os.PathLike, allow_empty_value: bool = False) ->
         out[key] = value
         first_seen[key] = lineno
     return out
+
+
+def listing(items: list[str], limit: int = 20, sep: str = "; ") -> str:
+    """Join the first ``limit`` items for an error message, saying how many more there are.
+
+    Example:
+        >>> listing(["a", "b", "c"], limit=2)
+        'a; b; ... and 1 more'
+    """
+    shown = sep.join(items[:limit])
+    return shown + (f"{sep}... and {len(items) - limit} more" if len(items) > limit else "")
