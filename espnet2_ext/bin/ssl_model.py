@@ -8,6 +8,9 @@ Subcommands::
         --train_dir data/train --valid_dir data/dev --labels_dir exp/ssl_pretrain --out_dir exp/ssl_pretrain
     # demo and real data: load the upstream once, run it, record what it is
     python -m espnet2_ext.bin.ssl_model check --name xls_r_300m [--path P] [--cache_dir C] --out exp/ssl/upstream.json
+    # is the SSL model any good? a CTC probe per hidden state vs MFCC k-means units
+    python -m espnet2_ext.bin.ssl_model probe --upstream_json exp/ssl/upstream.json \\
+        --train_dir data/train --test_dir data/test_1h --out exp/ssl/probe.json
 
 ``check`` writes ``upstream.json``: the upstream spec (how to load it), its SHA-256, number of
 hidden states, hidden size and frame rate. Later stages read the upstream from that file only.
@@ -80,6 +83,30 @@ def cmd_check(args: argparse.Namespace) -> None:
                 upstream.num_hidden_states, upstream.hidden_size, upstream.frame_rate_hz, args.out)
 
 
+def cmd_probe(args: argparse.Namespace) -> None:
+    from espnet2_ext.ssl.probe import DEFAULT_EPOCHS, ProbeConfig, run_probe, write_report
+
+    if not args.upstream_json.is_file():
+        raise DataError(f"{args.upstream_json}: not found; run 'ssl_model check' first")
+    try:
+        info = json.loads(args.upstream_json.read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise DataError(f"{args.upstream_json}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or not isinstance(info.get("upstream"), dict):
+        raise DataError(f"{args.upstream_json}: expected an object with an 'upstream' spec (written by 'ssl_model check')")
+    config = ProbeConfig(seed=args.seed, device=args.device)
+    epochs = DEFAULT_EPOCHS if args.epochs is None else args.epochs
+    result = run_probe(info["upstream"], args.train_dir, args.test_dir, layers=args.layers, mfcc_k=args.mfcc_k,
+                       epochs=epochs, max_train_utts=args.max_train_utts, config=config)
+    if info.get("sha256") and info["sha256"] != result["upstream"]["sha256"]:
+        logger.warning("%s records checkpoint sha256 %s but the loaded model has %s: the checkpoint changed since "
+                       "'check'", args.upstream_json, info["sha256"][:12], result["upstream"]["sha256"][:12])
+    md = write_report(result, args.out)
+    best = result["best"]
+    logger.info("best hidden state %d: CER %.1f%%; MFCC units: %s -> %s, %s", best["layer"], 100 * best["cer"],
+                "-" if result["mfcc_units_cer"] is None else f"{100 * result['mfcc_units_cer']:.1f}%", args.out, md)
+
+
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -101,6 +128,19 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache_dir", type=Path, default=None, help="s3prl download cache for hub names")
     p.add_argument("--out", type=Path, required=True, help="upstream.json to write")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("probe", help="CTC probe per hidden state vs MFCC k-means units; writes probe.json/.md")
+    p.add_argument("--upstream_json", type=Path, required=True, help="upstream.json from the check step")
+    p.add_argument("--train_dir", type=Path, required=True, help="Kaldi data dir the probes train on")
+    p.add_argument("--test_dir", type=Path, required=True, help="Kaldi data dir the probes are scored on")
+    p.add_argument("--out", type=Path, required=True, help="probe.json to write (probe.md beside it)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs per probe (default: espnet2_ext.ssl.probe.DEFAULT_EPOCHS)")
+    p.add_argument("--max_train_utts", type=int, default=None, help="probe on a seeded random train subset")
+    p.add_argument("--mfcc_k", type=int, default=100, help="k-means K of the MFCC-unit row (0: skip it)")
+    p.add_argument("--layers", default="all", help="'all' or comma-separated hidden-state indices")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_probe)
     return parser
 
 
