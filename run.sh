@@ -36,18 +36,25 @@ ssl_path=               # local SSL checkpoint (file or directory); empty for s3
 ssl_cache_dir=          # s3prl download cache holding hub checkpoints (offline: must be filled beforehand)
 ssl_pretrain_config=    # demo: pre-train the small SSL model with this config (conf/ssl/*.yaml)
 ssl_retrain=false       # demo: pre-train even when ssl_path (the kept checkpoint) exists
+ngpu=0                  # GPUs per training job (0 = CPU)
+step0_config=           # step 0 (CTC fine-tuning of the SSL model): ESPnet config, conf/step0/*.yaml; empty = off
+step0_tag=              # name of the step-0 run (default: the config's file name without .yaml)
+step0_model=valid.loss.ave.pth  # step-0 checkpoint that is checked and exported (ESPnet's n-best average)
+step0_check_utts=0      # valid_set utterances decoded to check step 0 converged (0 = all)
+step0_max_cer=0.95      # step 0 fails when its dev CER is at least this (CTC stuck in the blank phase)
 
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
-    train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain)
-path_options=" config workdir corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config "
+    train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
+    ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer)
+path_options=" config workdir corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config "
 
 # ---- stages: number|name|what it does|status ----
 stage_table=(
     "1|corpus|Synthesise the demo corpus (ML-SUPERB + LibriSpeech layouts; skipped for real data)|built"
     "2|data|Data preparation: corpora -> Kaldi data dirs (train, dev, test_1h, dev/test_clean/other)|built"
     "3|ssl|SSL model: pre-train the demo SSL model (or take the kept one), load and record the upstream|built"
-    "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream|issue 3"
+    "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream|built"
     "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers|issue 4"
     "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|issue 4"
     "7|kmeans|Learn k-means on fixed-weight SSL features (learned, single-layer, uniform)|issue 5"
@@ -125,6 +132,8 @@ last_stage=${#stage_table[@]}
 [[ $nj =~ ^[1-9][0-9]*$ ]] || die "--nj must be a positive integer (got '$nj')"
 [[ $lid == true || $lid == false ]] || die "--lid must be true or false (got '$lid')"
 [[ $ssl_retrain == true || $ssl_retrain == false ]] || die "--ssl_retrain must be true or false (got '$ssl_retrain')"
+[[ $ngpu =~ ^[0-9]+$ ]] || die "--ngpu must be a non-negative integer (got '$ngpu')"
+[[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
 
 # shellcheck source=cmd.sh
@@ -228,6 +237,130 @@ stage_ssl() {
     [ -n "$path" ] && opts+=(--path "$path")
     [ -n "$ssl_cache_dir" ] && opts+=(--cache_dir "$ssl_cache_dir")
     python -m espnet2_ext.bin.ssl_model check --name "$ssl_upstream" "${opts[@]}" --out "$workdir/exp/ssl/upstream.json"
+}
+
+stage_finetune() {
+    # Step 0: fine-tune the SSL model with CTC on the labelled data (ESPnet's trainer, our ASRTask),
+    # check that it left the CTC blank phase (dev CER after epoch 1 and of the final model), and
+    # export the fine-tuned upstream. Writes exp/step0/upstream.json (same schema as
+    # exp/ssl/upstream.json), which later stages read the SSL model from.
+    local exp=$workdir/exp/step0 ssl_json=$workdir/exp/ssl/upstream.json
+    [ -f "$ssl_json" ] || die "$ssl_json not found; run stage 3 (ssl) first"
+    if [ -f "$exp/.done" ]; then
+        log "step 0 already done: $exp/upstream.json (remove $exp to redo it)"
+        return 0
+    fi
+    if [ -z "$step0_config" ]; then
+        log "step0_config is empty: step 0 is off; exp/step0/upstream.json is a copy of exp/ssl/upstream.json" \
+            "(later stages use the SSL model as it is, not fine-tuned)"
+        mkdir -p "$exp"
+        cp "$ssl_json" "$exp/upstream.json"
+        touch "$exp/.done"
+        return 0
+    fi
+    [ -f "$step0_config" ] || die "--step0_config $step0_config not found"
+    local tag=${step0_tag:-$(basename "$step0_config" .yaml)}
+    mkdir -p "$exp"
+    if [ -f "$exp/tag" ] && [ "$(<"$exp/tag")" != "$tag" ]; then
+        die "$exp holds the step-0 run '$(<"$exp/tag")', not '$tag': remove $exp to train '$tag'" \
+            "(or pass --step0_tag $(<"$exp/tag") to finish that run)"
+    fi
+    echo "$tag" >"$exp/tag"
+    log "step 0 run '$tag' with $step0_config in $exp"
+
+    # 1. Character token list in ESPnet's format (espnet2.bin.tokenize_text, as asr.sh makes it):
+    #    <blank>, <unk>, the characters by frequency with <space> for spaces, <sos/eos> last.
+    local tokens=$data/token_list/char/tokens.txt text_opts=()
+    if [ "$lid" = true ]; then  # keep the [iso3] language tags whole (ESPnet's non-linguistic symbols)
+        local nlsyms=$data/token_list/nlsyms.txt
+        mkdir -p "$(dirname "$nlsyms")"
+        cut -d' ' -f2- "$data/$train_set/text" | grep -oE '^\[[^]]+\]' | sort -u >"$nlsyms.tmp" || true
+        mv "$nlsyms.tmp" "$nlsyms"
+        text_opts+=(--non_linguistic_symbols "$nlsyms")
+    fi
+    if [ ! -f "$tokens" ]; then
+        mkdir -p "$(dirname "$tokens")"
+        ${train_cmd} "$logdir/step0/tokens.log" python -m espnet2.bin.tokenize_text --token_type char \
+            --input "$data/$train_set/text" --output "$tokens.tmp" --field 2- --write_vocabulary true \
+            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1" "${text_opts[@]}"
+        mv "$tokens.tmp" "$tokens"
+    fi
+    local data_opts=(--use_preprocessor true --token_type char --token_list "$tokens" "${text_opts[@]}"
+        --train_data_path_and_name_and_type "$data/$train_set/wav.scp,speech,sound"
+        --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
+        --valid_data_path_and_name_and_type "$data/$valid_set/wav.scp,speech,sound"
+        --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
+
+    # 2. Shapes for ESPnet's batching. --input_size 1 builds the model without its frontend, so the
+    #    SSL model is not run over the training set for statistics step 0 never reads (normalize: null).
+    local stats=$exp/stats
+    if [ ! -f "$stats/.done" ]; then
+        ${train_cmd} "$logdir/step0/stats.log" python -m espnet2_ext.bin.asr_train --collect_stats true \
+            --config "$step0_config" --input_size 1 --ngpu 0 "${data_opts[@]}" \
+            --train_shape_file "$data/$train_set/wav.scp" --valid_shape_file "$data/$valid_set/wav.scp" \
+            --output_dir "$stats"
+        touch "$stats/.done"
+    fi
+
+    # 3. Training, CTC only, the upstream of stage 3 (JSON is YAML: the path stays a string).
+    local upstream
+    upstream=$(python -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["upstream"]))' "$ssl_json")
+    local train_opts=(--config "$step0_config" --ngpu "$ngpu" "${data_opts[@]}" --frontend_conf "upstream=$upstream"
+        --train_shape_file "$stats/train/speech_shape" --train_shape_file "$stats/train/text_shape"
+        --valid_shape_file "$stats/valid/speech_shape" --valid_shape_file "$stats/valid/text_shape"
+        --fold_length 80000 --fold_length 150 --use_tensorboard false --use_matplotlib false
+        --resume true --output_dir "$exp")
+    (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
+    local cmd=$train_cmd
+    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
+
+    # The convergence check decodes (CTC, beam 1: a check, not the reported system) a fixed subset of
+    # valid_set on CPU and scores it with the project's CER.
+    local check=$exp/check check_nj
+    check_nj=$(python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$valid_set" \
+        --max_utts "$step0_check_utts" --nj "$nj" --out_dir "$check/data/$valid_set")
+    step0_check() {  # step0_check MODEL LABEL
+        local model=$exp/$1 dir=$check/decode_$2/$valid_set
+        [ -e "$model" ] || die "$model not found: it is removed once a later epoch is better; remove $exp and rerun"
+        log "step 0: decoding $valid_set with $(basename "$model") (logs: $logdir/step0/decode_$2.*.log)"
+        rm -rf "$dir"
+        ${decode_cmd} JOB=1:"$check_nj" "$logdir/step0/decode_$2.JOB.log" python -m espnet2_ext.bin.asr_inference \
+            --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0.0 \
+            --data_path_and_name_and_type "$check/data/$valid_set/wav.scp,speech,sound" \
+            --key_file "$check/data/$valid_set/split/keys.JOB.scp" \
+            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
+        cat "$dir"/output.*/1best_recog/text | sort >"$dir/text"
+        python -m espnet2_ext.bin.score --data_dir "$check/data" --hyp_dir "$check/decode_$2" --sets "$valid_set" \
+            --out_dir "$check/score_$2" --allow_missing >/dev/null
+    }
+    # Epoch 1 runs alone so its checkpoint can be decoded before ESPnet removes it (it keeps the
+    # n-best epochs only); the full run then resumes from checkpoint.pth.
+    if [ ! -f "$check/score_1epoch/scores.json" ]; then
+        log "step 0: training epoch 1 (log: $logdir/step0/train_epoch1.log)"
+        ${cmd} --num_threads 2 "$logdir/step0/train_epoch1.log" \
+            python -m espnet2_ext.bin.asr_train "${train_opts[@]}" --max_epoch 1
+        step0_check 1epoch.pth 1epoch
+    fi
+    if [ ! -f "$exp/.train.done" ]; then
+        log "step 0: training (log: $logdir/step0/train.log)"
+        ${cmd} --num_threads 2 "$logdir/step0/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
+        touch "$exp/.train.done"
+    fi
+    [ -f "$check/score_final/scores.json" ] || step0_check "$step0_model" final
+
+    # 4. Before/after dev CER; stops the recipe when CTC never left the blank phase.
+    python -m espnet2_ext.bin.step0 dev_cer --exp_dir "$exp" --set "$valid_set" \
+        --first "$check/score_1epoch/scores.json" --final "$check/score_final/scores.json" \
+        --final_model "$step0_model" --max_cer "$step0_max_cer" --tag "$tag" --config "$step0_config" \
+        --out "$exp/dev_cer.json" || exit 1
+
+    # 5. The fine-tuned upstream as a standalone checkpoint, recorded like stage 3's.
+    local exported name path
+    exported=$(python -m espnet2_ext.bin.step0 export --upstream_json "$ssl_json" --model_file "$exp/$step0_model" \
+        --config "$exp/config.yaml" --out "$exp/upstream")
+    IFS=$'\t' read -r name path <<<"$exported"
+    python -m espnet2_ext.bin.ssl_model check --name "$name" --path "$path" --out "$exp/upstream.json"
+    touch "$exp/.done"
 }
 
 stage_score() {

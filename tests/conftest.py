@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
@@ -28,3 +30,26 @@ def cli_env() -> dict[str, str]:
     # the python running the tests (the project venv) is the one the CLIs must use
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
+
+
+def run_recipe(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """``run.sh --config conf/recipe/tiny.yaml ARGS`` from the repository root."""
+    return subprocess.run([str(REPO_ROOT / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_workdir(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-recipe workdir with stages 1-3 done, built ONCE per test run.
+
+    Shared by every xdist worker (a file lock in the run's common temp root): stages 1-3 are the
+    slow part of every end-to-end test. Tests add their own outputs (their own exp/<name>, or the
+    next stage) and must not remove what others read.
+    """
+    root = tmp_path_factory.getbasetemp().parent  # common to all workers of this run
+    wd = root / "tiny_recipe"
+    with FileLock(str(root / "tiny_recipe.lock")):
+        if not (wd / "exp/ssl/upstream.json").is_file():
+            r = run_recipe(["--workdir", str(wd), "--stop_stage", "3"], cli_env)
+            assert r.returncode == 0, r.stderr[-3000:]
+    return wd

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from espnet2_ext.ssl.export import export_upstream
 from espnet2_ext.ssl.phonemes import ipa_tokens
 from espnet2_ext.ssl.upstream import SSLUpstream, UpstreamSpec
 from espnet2_ext.utils.fileio import DataError, atomic_open, atomic_write_text, read_kaldi_text
@@ -66,17 +66,6 @@ def init_model_dir(model_conf: dict, out_dir: Path, seed: int) -> Path:
     Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=16000, padding_value=0.0, do_normalize=True, return_attention_mask=True
     ).save_pretrained(out_dir)
-    return out_dir
-
-
-def export_model_dir(upstream: SSLUpstream, template_dir: Path, out_dir: Path) -> Path:
-    """Save the (trained) HF model of ``upstream`` as a standalone directory, atomically."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    upstream.upstream.upstream.model.save_pretrained(tmp)
-    shutil.copy(template_dir / "preprocessor_config.json", tmp / "preprocessor_config.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
     return out_dir
 
 
@@ -247,7 +236,7 @@ def pretrain(
             logger.info("time budget of %.0f min reached after epoch %d", train_conf.max_minutes, epoch)
             break
 
-    export_model_dir(upstream, init_dir, out_dir / "model")
+    export_upstream(upstream, out_dir / "model")  # a save_pretrained dir, like init_dir
     with atomic_open(out_dir / "ctc_head.pt", "wb") as f:
         torch.save(model.head.state_dict(), f)
     log["dev_per"] = log["epochs"][-1]["dev_per"] if log["epochs"] else math.nan
