@@ -11,15 +11,9 @@ import torch
 from espnet2_ext.ssl import SSLUpstream, UpstreamSpec, infer_upstream_name
 from espnet2_ext.ssl.checkpoints import write_tiny_checkpoint
 from espnet2_ext.ssl.export import STEP0_PREFIX, export_upstream, load_step0_upstream
+from espnet2_ext.ssl.upstream import LOCAL_UPSTREAMS
 
-FORMATS = [
-    "hf_wav2vec2_custom",
-    "hf_hubert_custom",
-    "hubert_local",
-    "wav2vec2_local",
-    "wavlm_local",
-    "espnet_hubert_local",
-]
+FORMATS = list(LOCAL_UPSTREAMS)  # every local checkpoint format the loader reads
 WAV_LENS = torch.tensor([16000, 9001, 3203])
 
 

@@ -13,15 +13,9 @@ import torch
 
 from espnet2_ext.ssl import SSLUpstream, UpstreamSpec, checkpoint_sha256, infer_upstream_name
 from espnet2_ext.ssl.checkpoints import write_tiny_checkpoint
+from espnet2_ext.ssl.upstream import LOCAL_UPSTREAMS
 
-FORMATS = [
-    "hf_wav2vec2_custom",
-    "hf_hubert_custom",
-    "hubert_local",
-    "wav2vec2_local",
-    "wavlm_local",
-    "espnet_hubert_local",
-]
+FORMATS = list(LOCAL_UPSTREAMS)  # every local checkpoint format the loader reads
 # 1 s, odd lengths, one shorter than s3prl's 800-sample minimum and one just over the receptive field.
 WAV_LENS = torch.tensor([16000, 11237, 7003, 650, 401])
 
