@@ -62,7 +62,7 @@ stage_table=(
     "9|step2|Step 2: train the discrete-unit ASR models|issue 6"
     "10|decode|Decode the test sets|issue 6"
     "11|score|Score hypotheses: CER per set and language, LibriSpeech micro-average, bitrate|built"
-    "12|results|Write RESULTS.md and the per-language chart|issue 6"
+    "12|results|Write RESULTS.md and the per-language chart|built"
     "13|pack|Pack a model directory for audio-in inference|issue 6"
 )
 
@@ -163,6 +163,9 @@ run_stage() {  # run_stage N: run stage N if it is in [stage, stop_stage], timin
     local start=$SECONDS
     "stage_$name"
     log "stage $n ($name): done in $((SECONDS - start)) s"
+    # wall time per stage, for RESULTS.md (the last line of a stage is its latest run)
+    mkdir -p "$logdir"
+    printf '%s\t%s\t%s\t%s\n' "$n" "$name" "$((SECONDS - start))" "$(date '+%Y-%m-%dT%H:%M:%S')" >>"$logdir/stage_times.tsv"
 }
 
 stage_corpus() {
@@ -378,6 +381,13 @@ stage_score() {
         found=$((found + 1))
     done
     (( found > 0 )) || die "no hypotheses found under $workdir/exp/*/decode/<set>/text; run the decode stage first"
+}
+
+stage_results() {
+    # RESULTS.md + per_language_cer.png in the workdir, from every exp/<system>/score/scores.json.
+    python -m espnet2_ext.bin.results --workdir "$workdir" \
+        --title "Results: recipe $(basename "$config" .yaml), work directory $(basename "$(dirname "$workdir")")/$(basename "$workdir")"
+    log "results: $workdir/RESULTS.md"
 }
 
 log "workdir=$workdir config=$config stages $stage..$stop_stage backend=$cmd_backend"

@@ -1,0 +1,93 @@
+"""RESULTS.md: rows from real scores.json files (written by the project's scorer), relative figures, chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from espnet2_ext.bin import results as results_cli
+from espnet2_ext.bin import score as score_cli
+from espnet2_ext.scoring.results import collect_systems, read_stage_times, relative_reduction
+from espnet2_ext.utils.fileio import DataError
+
+REFS = {
+    "test_1h": {"a_deu_000001": "HALLO WELT", "b_rus_000001": "ПРИВЕТ МИР", "c_spa_000001": "HOLA MUNDO"},
+    "dev_clean": {"1-1-0001": "HELLO WORLD"},
+}
+
+
+def _workdir(tmp_path: Path, hyps: dict[str, dict[str, str]]) -> Path:
+    """A workdir with data/<set>/text and exp/<system>/score/scores.json made by the real scorer."""
+    wd = tmp_path / "wd"
+    for set_name, refs in REFS.items():
+        d = wd / "data" / set_name
+        d.mkdir(parents=True)
+        (d / "text").write_text("".join(f"{u} {t}\n" for u, t in refs.items()), encoding="utf-8")
+        langs = {u: u.split("_")[-2] if "_" in u else "eng" for u in refs}
+        (d / "utt2lang").write_text("".join(f"{u} {lang}\n" for u, lang in langs.items()))
+    for system, edit in hyps.items():
+        for set_name, refs in REFS.items():
+            d = wd / "exp" / system / "decode" / set_name
+            d.mkdir(parents=True)
+            (d / "text").write_text("".join(f"{u} {edit.get(u, t)}\n" for u, t in refs.items()), encoding="utf-8")
+        rc = score_cli.main(["--data_dir", str(wd / "data"), "--hyp_dir", str(wd / "exp" / system / "decode"),
+                             "--sets", *REFS, "--out_dir", str(wd / "exp" / system / "score")])
+        assert rc in (0, None)
+    return wd
+
+
+def test_relative_reduction() -> None:
+    assert relative_reduction(40.0, 20.0) == pytest.approx(50.0)
+    assert relative_reduction(20.0, 30.0) == pytest.approx(-50.0)
+    assert relative_reduction(0.0, 1.0) is None and relative_reduction(None, 1.0) is None
+
+
+def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
+    wd = _workdir(tmp_path, {
+        "step2_baseline": {"a_deu_000001": "HALO WELT", "b_rus_000001": "ПРИВЕТ", "1-1-0001": "HELO WORLD"},
+        "step2_twostep": {"b_rus_000001": "ПРИВЕТ MИР"},
+        "step1_step0": {},
+        "my_system": {"c_spa_000001": ""},
+    })
+    (wd / "log").mkdir()
+    (wd / "log/stage_times.tsv").write_text("1\tcorpus\t90\n2\tdata\t9\n1\tcorpus\t80\n")
+    (wd / "exp/step1_step0/layer_weights.json").write_text(json.dumps({"weights": [0.1, 0.2, 0.7]}))
+
+    assert results_cli.main(["--workdir", str(wd), "--title", "Test run"]) == 0
+    text = (wd / "RESULTS.md").read_text(encoding="utf-8")
+    systems = {s.key: s for s in collect_systems(wd / "exp")}
+    # known systems first, in table order, unknown ones after
+    assert [s.key for s in collect_systems(wd / "exp")] == ["step2_baseline", "step2_twostep", "step1_step0",
+                                                              "my_system"]
+    base, two = systems["step2_baseline"], systems["step2_twostep"]
+    assert base.ml_cer > two.ml_cer > 0 and systems["step1_step0"].ml_cer == 0
+    rel = relative_reduction(base.ml_cer, two.ml_cer)
+    assert f"{rel:.1f} % relative" in text
+    row = next(line for line in text.splitlines() if "`step2_twostep`" in line and line.startswith("|"))
+    assert f"{two.ml_cer:.2f}" in row and f"{rel:.1f} %" in row
+    # per-language figures: rus errors only in the two-step system, eng pooled from LibriSpeech
+    lang = two.language_cer()
+    assert lang["rus"] > 0 and lang["deu"] == 0 and "eng" in base.language_cer()
+    # the published rows are there, marked as real-data numbers
+    assert "22.9" in text and "REAL data" in text and "17.99" in text
+    # stage times: the last run of a stage counts
+    assert "| 1 | corpus | 80 |" in text and "| | total | 89 |" in text
+    assert "| step1_step0 | 0.100 | 0.200 | 0.700 | 2 |" in text
+    png = wd / "per_language_cer.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_scores_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "exp").mkdir()
+    assert results_cli.main(["--workdir", str(tmp_path)]) == 1
+    assert "run stages 10-11" in capsys.readouterr().err
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_malformed_stage_times_names_the_line(tmp_path: Path) -> None:
+    p = tmp_path / "stage_times.tsv"
+    p.write_text("1\tcorpus\t90\n2\tdata\n")
+    with pytest.raises(DataError, match=r"stage_times.tsv:2:"):
+        read_stage_times(p)
