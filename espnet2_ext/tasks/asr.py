@@ -27,41 +27,33 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
 from espnet2.asr.ctc import CTC
 from espnet2.tasks import asr as espnet_asr
 from espnet2.torch_utils.initialize import initialize
 from espnet2.train.abs_espnet_model import AbsESPnetModel
-from espnet2.train.class_choices import ClassChoices
 from typeguard import typechecked
 
 from espnet2_ext.frontend import SSLFrontend
+from espnet2_ext.tasks.common import (
+    build_choice,
+    config_next_to,
+    extend_choices,
+    load_model_file_checked,
+    load_state_dict_checked,  # noqa: F401  (part of this module's interface)
+    read_token_list,
+)
 
 logger = logging.getLogger(__name__)
 
 
-def _extend(choices: ClassChoices, **extra: type) -> ClassChoices:
-    """A new registry with ``choices``' name, base type and default, its classes and ``extra``."""
-    clash = set(extra) & set(choices.classes)
-    if clash:
-        raise ValueError(f"--{choices.name}: {sorted(clash)} already name ESPnet classes")
-    return ClassChoices(
-        name=choices.name,
-        classes={**choices.classes, **extra},
-        type_check=choices.base_type,
-        default=choices.default,
-        optional=choices.optional,
-    )
-
-
-frontend_choices = _extend(espnet_asr.frontend_choices, ssl=SSLFrontend)
-specaug_choices = _extend(espnet_asr.specaug_choices)
-normalize_choices = _extend(espnet_asr.normalize_choices)
-model_choices = _extend(espnet_asr.model_choices)
-preencoder_choices = _extend(espnet_asr.preencoder_choices)
-encoder_choices = _extend(espnet_asr.encoder_choices)
-postencoder_choices = _extend(espnet_asr.postencoder_choices)
-decoder_choices = _extend(espnet_asr.decoder_choices)
+frontend_choices = extend_choices(espnet_asr.frontend_choices, ssl=SSLFrontend)
+specaug_choices = extend_choices(espnet_asr.specaug_choices)
+normalize_choices = extend_choices(espnet_asr.normalize_choices)
+model_choices = extend_choices(espnet_asr.model_choices)
+preencoder_choices = extend_choices(espnet_asr.preencoder_choices)
+encoder_choices = extend_choices(espnet_asr.encoder_choices)
+postencoder_choices = extend_choices(espnet_asr.postencoder_choices)
+decoder_choices = extend_choices(espnet_asr.decoder_choices)
 # Not copied: ESPnet's build_preprocess_fn (inherited unchanged) reads this very object, so a copy
 # would be a second list that nothing uses.
 preprocessor_choices = espnet_asr.preprocessor_choices
@@ -97,7 +89,7 @@ class ASRTask(espnet_asr.ASRTask):
         Raises:
             ValueError: an unsupported option or an unknown class name.
         """
-        token_list = _token_list(args)
+        token_list = read_token_list(args.token_list)
         args.token_list = token_list
         vocab_size = len(token_list)
         logger.info("Vocabulary size: %d", vocab_size)
@@ -109,7 +101,7 @@ class ASRTask(espnet_asr.ASRTask):
 
         # 1. frontend (or features straight from the data loader)
         if args.input_size is None:
-            frontend = _build(frontend_choices, args, "frontend")
+            frontend = build_choice(frontend_choices, args, "frontend")
             if frontend is None:
                 raise ValueError("frontend none needs input_size (features from the data loader)")
             input_size = frontend.output_size()
@@ -117,19 +109,19 @@ class ASRTask(espnet_asr.ASRTask):
             args.frontend, args.frontend_conf = None, {}
             frontend, input_size = None, args.input_size
         # 2. augmentation, 3. normalisation
-        specaug = _build(specaug_choices, args, "specaug")
-        normalize = _build(normalize_choices, args, "normalize")
+        specaug = build_choice(specaug_choices, args, "specaug")
+        normalize = build_choice(normalize_choices, args, "normalize")
         # 4. pre-encoder, encoder, post-encoder
-        preencoder = _build(preencoder_choices, args, "preencoder")
+        preencoder = build_choice(preencoder_choices, args, "preencoder")
         if preencoder is not None:
             input_size = preencoder.output_size()
-        encoder = _build(encoder_choices, args, "encoder", input_size=input_size)
+        encoder = build_choice(encoder_choices, args, "encoder", input_size=input_size)
         encoder_output_size = input_size if encoder is None else encoder.output_size()
-        postencoder = _build(postencoder_choices, args, "postencoder", input_size=encoder_output_size)
+        postencoder = build_choice(postencoder_choices, args, "postencoder", input_size=encoder_output_size)
         if postencoder is not None:
             encoder_output_size = postencoder.output_size()
         # 5. decoder, 6. CTC
-        decoder = _build(
+        decoder = build_choice(
             decoder_choices, args, "decoder", vocab_size=vocab_size, encoder_output_size=encoder_output_size
         )
         ctc = CTC(odim=vocab_size, encoder_output_size=encoder_output_size, **(getattr(args, "ctc_conf", None) or {}))
@@ -176,53 +168,10 @@ class ASRTask(espnet_asr.ASRTask):
             ValueError: the file misses tensors the model needs (other than a frozen SSL
                 upstream's) or holds tensors the model does not have.
         """
-        if config_file is None:
-            if model_file is None:
-                raise ValueError("build_model_from_file needs a config_file or a model_file")
-            config_file = Path(model_file).parent / "config.yaml"
+        config_file = config_next_to(config_file, model_file)
         # ESPnet's reads the config, builds through cls.build_model (ours), moves the model and
         # adds adapters; the weights we load ourselves.
         model, args = super().build_model_from_file(config_file, None, device)
         if model_file is not None:
-            state = torch.load(model_file, map_location="cpu", weights_only=True)
-            if "module" in state and isinstance(state["module"], dict):  # DeepSpeed checkpoint
-                state = state["module"]
-            load_state_dict_checked(model, state, source=model_file)
+            load_model_file_checked(model, model_file)
         return model, args
-
-
-def load_state_dict_checked(model: torch.nn.Module, state: dict, source: str | Path = "state dict") -> None:
-    """``model.load_state_dict(state)``, raising on any missing or unexpected tensor.
-
-    A frozen SSL upstream's tensors count as present: :class:`SSLFrontend` drops them from its
-    state dict and forgives their absence (the upstream is rebuilt from its own checkpoint).
-
-    Raises:
-        ValueError: naming ``source`` and the first offending keys.
-    """
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"{source}: does not match the model built from config.yaml: "
-            f"{len(result.missing_keys)} missing tensor(s) {result.missing_keys[:5]}, "
-            f"{len(result.unexpected_keys)} unexpected tensor(s) {result.unexpected_keys[:5]}"
-        )
-
-
-def _token_list(args: argparse.Namespace) -> list[str]:
-    """The token list from ``args.token_list``: a file (one token a line) or a list."""
-    if isinstance(args.token_list, str):
-        with open(args.token_list, encoding="utf-8") as f:
-            return [line.rstrip() for line in f]
-    if isinstance(args.token_list, (list, tuple)):
-        return list(args.token_list)
-    raise ValueError(f"token_list must be a file path or a list of tokens, got {type(args.token_list).__name__}")
-
-
-def _build(choices: ClassChoices, args: argparse.Namespace, name: str, **kwargs) -> torch.nn.Module | None:
-    """Instantiate ``args.<name>`` from ``choices`` with ``args.<name>_conf`` (None when unset)."""
-    choice = getattr(args, name, None)
-    if choice is None:
-        return None
-    component_class = choices.get_class(choice)
-    return component_class(**kwargs, **(getattr(args, f"{name}_conf", None) or {}))

@@ -1,0 +1,99 @@
+"""Helpers shared by this project's ESPnet task classes (ASR and discrete ASR).
+
+Both tasks build their models from their OWN copies of ESPnet's class registries and load weights
+strictly; these are the pieces of that pattern that do not depend on the task (see the module
+docstring of :mod:`espnet2_ext.tasks.asr` for why).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from espnet2.train.class_choices import ClassChoices
+
+
+def extend_choices(choices: ClassChoices, **extra: type) -> ClassChoices:
+    """A new registry with ``choices``' name, base type and default, its classes and ``extra``.
+
+    Raises:
+        ValueError: a name in ``extra`` already names one of ESPnet's classes.
+    """
+    clash = set(extra) & set(choices.classes)
+    if clash:
+        raise ValueError(f"--{choices.name}: {sorted(clash)} already name ESPnet classes")
+    return ClassChoices(
+        name=choices.name,
+        classes={**choices.classes, **extra},
+        type_check=choices.base_type,
+        default=choices.default,
+        optional=choices.optional,
+    )
+
+
+def build_choice(choices: ClassChoices, args: argparse.Namespace, name: str, **kwargs) -> torch.nn.Module | None:
+    """Instantiate ``args.<name>`` from ``choices`` with ``args.<name>_conf`` (None when unset)."""
+    choice = getattr(args, name, None)
+    if choice is None:
+        return None
+    component_class = choices.get_class(choice)
+    return component_class(**kwargs, **(getattr(args, f"{name}_conf", None) or {}))
+
+
+def read_token_list(value: str | list | tuple, option: str = "token_list") -> list[str]:
+    """The token list given as ``--<option>``: a file (one token a line) or a list.
+
+    Raises:
+        ValueError: neither a path nor a list.
+    """
+    if isinstance(value, str):
+        with open(value, encoding="utf-8") as f:
+            return [line.rstrip() for line in f]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    raise ValueError(f"{option} must be a file path or a list of tokens, got {type(value).__name__}")
+
+
+def config_next_to(config_file: Path | str | None, model_file: Path | str | None) -> Path | str:
+    """``config_file``, or the ``config.yaml`` next to ``model_file`` when it is None.
+
+    Raises:
+        ValueError: both are None.
+    """
+    if config_file is not None:
+        return config_file
+    if model_file is None:
+        raise ValueError("build_model_from_file needs a config_file or a model_file")
+    return Path(model_file).parent / "config.yaml"
+
+
+def load_model_file_checked(model: torch.nn.Module, model_file: Path | str) -> None:
+    """Load a ``*.pth`` saved by ESPnet's trainer (or a DeepSpeed checkpoint) strictly into ``model``.
+
+    Raises:
+        ValueError: see :func:`load_state_dict_checked`.
+    """
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    if "module" in state and isinstance(state["module"], dict):  # DeepSpeed checkpoint
+        state = state["module"]
+    load_state_dict_checked(model, state, source=model_file)
+
+
+def load_state_dict_checked(model: torch.nn.Module, state: dict, source: str | Path = "state dict") -> None:
+    """``model.load_state_dict(state)``, raising on any missing or unexpected tensor.
+
+    A module may forgive tensors it rebuilds itself (:class:`~espnet2_ext.frontend.SSLFrontend`
+    drops a frozen SSL upstream's from its state dict and its load hook accepts their absence);
+    everything else must match exactly.
+
+    Raises:
+        ValueError: naming ``source`` and the first offending keys.
+    """
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{source}: does not match the model built from config.yaml: "
+            f"{len(result.missing_keys)} missing tensor(s) {result.missing_keys[:5]}, "
+            f"{len(result.unexpected_keys)} unexpected tensor(s) {result.unexpected_keys[:5]}"
+        )
