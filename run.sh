@@ -19,6 +19,7 @@ workdir=egs2/demo/asr2  # where data/, dump/, exp/ and log/ are written
 nj=2                    # parallel jobs for per-utterance stages
 max_jobs_run=           # at most this many jobs at once on the local backend (default: cores)
 cmd_backend=            # local | slurm (default: $CMD_BACKEND or local; see cmd.sh)
+slurm_config=           # slurm backend: job options -> sbatch options (default: $CMD_SLURM_CONFIG or conf/slurm.conf)
 corpus_config=          # demo corpus config (conf/corpus/*.yaml); empty = real data, skip stage 1
 corpus_seed=0           # seed of the demo corpus
 mlsuperb_root=          # ML-SUPERB root (<dataset>/<iso3>/wav/...); default: the demo corpus
@@ -42,12 +43,20 @@ step0_tag=              # name of the step-0 run (default: the config's file nam
 step0_model=valid.loss.ave.pth  # step-0 checkpoint that is checked and exported (ESPnet's n-best average)
 step0_check_utts=0      # valid_set utterances decoded to check step 0 converged (0 = all)
 step0_max_cer=0.95      # step 0 fails when its dev CER is at least this (CTC stuck in the blank phase)
+step1_upstreams="step0 ssl"  # step 1 runs exp/step1_<X>/ on exp/<X>/upstream.json, X in: step0 (fine-tuned) ssl (as pre-trained)
+step1_config=conf/step1/demo.yaml  # step 1 (continuous ASR, learnable layer weights): ESPnet config, conf/step1/*.yaml
+step1_model=valid.loss.ave.pth  # step-1 checkpoint whose layer weights are exported and which decodes the test sets
+step1_decode_config=conf/decode/step1_demo.yaml  # decoding options of the continuous model (beam, ctc_weight)
+units_config=conf/units/demo.yaml  # unit systems (stages 7-8): k-means and BPE settings, systems: name -> features
+unit_systems=           # unit systems to build (space-separated names from units_config; empty = all)
 
-option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend corpus_config corpus_seed
+option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
-    ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer)
-path_options=" config workdir corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config "
+    ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer
+    step1_upstreams step1_config step1_model step1_decode_config
+    units_config unit_systems)
+path_options=" config workdir slurm_config corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config step1_config step1_decode_config units_config "
 
 # ---- stages: number|name|what it does|status ----
 stage_table=(
@@ -55,10 +64,10 @@ stage_table=(
     "2|data|Data preparation: corpora -> Kaldi data dirs (train, dev, test_1h, dev/test_clean/other)|built"
     "3|ssl|SSL model: pre-train the demo SSL model (or take the kept one), load and record the upstream|built"
     "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream|built"
-    "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers|issue 4"
-    "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|issue 4"
-    "7|kmeans|Learn k-means on fixed-weight SSL features (learned, single-layer, uniform)|issue 5"
-    "8|units|Dump units for every set, dedup, source BPE, unit statistics|issue 5"
+    "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers|built"
+    "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|built"
+    "7|kmeans|Learn k-means on fixed-weight features of every unit system (learned, single-layer, uniform, MFCC)|built"
+    "8|units|Dump units for every set, dedup, source BPE, unit statistics|built"
     "9|step2|Step 2: train the discrete-unit ASR models|issue 6"
     "10|decode|Decode the test sets|issue 6"
     "11|score|Score hypotheses: CER per set and language, LibriSpeech micro-average, bitrate|built"
@@ -242,6 +251,53 @@ stage_ssl() {
     python -m espnet2_ext.bin.ssl_model check --name "$ssl_upstream" "${opts[@]}" --out "$workdir/exp/ssl/upstream.json"
 }
 
+# ---- helpers shared by the ESPnet ASR runs of stage 4 (step 0) and stage 5 (step 1) ----
+char_asr_data() {  # char_asr_data LOGNAME: sets char_data_opts (token list + train/valid data options)
+    # Character token list in ESPnet's format (espnet2.bin.tokenize_text, as asr.sh makes it), made
+    # once by the first stage that needs it: <blank>, <unk>, the characters by frequency with
+    # <space> for spaces, <sos/eos> last.
+    local tokens=$data/token_list/char/tokens.txt text_opts=()
+    if [ "$lid" = true ]; then  # keep the [iso3] language tags whole (ESPnet's non-linguistic symbols)
+        local nlsyms=$data/token_list/nlsyms.txt
+        mkdir -p "$(dirname "$nlsyms")"
+        cut -d' ' -f2- "$data/$train_set/text" | grep -oE '^\[[^]]+\]' | sort -u >"$nlsyms.tmp" || true
+        mv "$nlsyms.tmp" "$nlsyms"
+        text_opts+=(--non_linguistic_symbols "$nlsyms")
+    fi
+    if [ ! -f "$tokens" ]; then
+        mkdir -p "$(dirname "$tokens")"
+        ${train_cmd} "$logdir/$1/tokens.log" python -m espnet2.bin.tokenize_text --token_type char \
+            --input "$data/$train_set/text" --output "$tokens.tmp" --field 2- --write_vocabulary true \
+            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1" "${text_opts[@]}"
+        mv "$tokens.tmp" "$tokens"
+    fi
+    char_data_opts=(--use_preprocessor true --token_type char --token_list "$tokens" "${text_opts[@]}"
+        --train_data_path_and_name_and_type "$data/$train_set/wav.scp,speech,sound"
+        --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
+        --valid_data_path_and_name_and_type "$data/$valid_set/wav.scp,speech,sound"
+        --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
+}
+
+char_asr_shapes() {  # char_asr_shapes CONFIG STATS_DIR LOGNAME: shapes for ESPnet's batching; sets char_shape_opts
+    # --input_size 1 builds the model without its frontend, so the SSL model is not run over the
+    # training set for feature statistics no config here reads (normalize: null or utterance_mvn).
+    local stats=$2
+    if [ ! -f "$stats/.done" ]; then
+        ${train_cmd} "$logdir/$3/stats.log" python -m espnet2_ext.bin.asr_train --collect_stats true \
+            --config "$1" --input_size 1 --ngpu 0 "${char_data_opts[@]}" \
+            --train_shape_file "$data/$train_set/wav.scp" --valid_shape_file "$data/$valid_set/wav.scp" \
+            --output_dir "$stats"
+        touch "$stats/.done"
+    fi
+    char_shape_opts=(--train_shape_file "$stats/train/speech_shape" --train_shape_file "$stats/train/text_shape"
+        --valid_shape_file "$stats/valid/speech_shape" --valid_shape_file "$stats/valid/text_shape"
+        --fold_length 80000 --fold_length 150)
+}
+
+upstream_spec() {  # upstream_spec UPSTREAM_JSON: its {"name","path","cache_dir"} as JSON (JSON is YAML: paths stay strings)
+    python -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["upstream"]))' "$1"
+}
+
 stage_finetune() {
     # Step 0: fine-tune the SSL model with CTC on the labelled data (ESPnet's trainer, our ASRTask),
     # check that it left the CTC blank phase (dev CER after epoch 1 and of the final model), and
@@ -271,47 +327,16 @@ stage_finetune() {
     echo "$tag" >"$exp/tag"
     log "step 0 run '$tag' with $step0_config in $exp"
 
-    # 1. Character token list in ESPnet's format (espnet2.bin.tokenize_text, as asr.sh makes it):
-    #    <blank>, <unk>, the characters by frequency with <space> for spaces, <sos/eos> last.
-    local tokens=$data/token_list/char/tokens.txt text_opts=()
-    if [ "$lid" = true ]; then  # keep the [iso3] language tags whole (ESPnet's non-linguistic symbols)
-        local nlsyms=$data/token_list/nlsyms.txt
-        mkdir -p "$(dirname "$nlsyms")"
-        cut -d' ' -f2- "$data/$train_set/text" | grep -oE '^\[[^]]+\]' | sort -u >"$nlsyms.tmp" || true
-        mv "$nlsyms.tmp" "$nlsyms"
-        text_opts+=(--non_linguistic_symbols "$nlsyms")
-    fi
-    if [ ! -f "$tokens" ]; then
-        mkdir -p "$(dirname "$tokens")"
-        ${train_cmd} "$logdir/step0/tokens.log" python -m espnet2.bin.tokenize_text --token_type char \
-            --input "$data/$train_set/text" --output "$tokens.tmp" --field 2- --write_vocabulary true \
-            --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1" "${text_opts[@]}"
-        mv "$tokens.tmp" "$tokens"
-    fi
-    local data_opts=(--use_preprocessor true --token_type char --token_list "$tokens" "${text_opts[@]}"
-        --train_data_path_and_name_and_type "$data/$train_set/wav.scp,speech,sound"
-        --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
-        --valid_data_path_and_name_and_type "$data/$valid_set/wav.scp,speech,sound"
-        --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
-
-    # 2. Shapes for ESPnet's batching. --input_size 1 builds the model without its frontend, so the
-    #    SSL model is not run over the training set for statistics step 0 never reads (normalize: null).
-    local stats=$exp/stats
-    if [ ! -f "$stats/.done" ]; then
-        ${train_cmd} "$logdir/step0/stats.log" python -m espnet2_ext.bin.asr_train --collect_stats true \
-            --config "$step0_config" --input_size 1 --ngpu 0 "${data_opts[@]}" \
-            --train_shape_file "$data/$train_set/wav.scp" --valid_shape_file "$data/$valid_set/wav.scp" \
-            --output_dir "$stats"
-        touch "$stats/.done"
-    fi
+    # 1. Character token list and data options (shared with step 1), 2. shapes for ESPnet's batching
+    char_asr_data step0
+    local data_opts=("${char_data_opts[@]}")
+    char_asr_shapes "$step0_config" "$exp/stats" step0
 
     # 3. Training, CTC only, the upstream of stage 3 (JSON is YAML: the path stays a string).
     local upstream
-    upstream=$(python -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["upstream"]))' "$ssl_json")
+    upstream=$(upstream_spec "$ssl_json")
     local train_opts=(--config "$step0_config" --ngpu "$ngpu" "${data_opts[@]}" --frontend_conf "upstream=$upstream"
-        --train_shape_file "$stats/train/speech_shape" --train_shape_file "$stats/train/text_shape"
-        --valid_shape_file "$stats/valid/speech_shape" --valid_shape_file "$stats/valid/text_shape"
-        --fold_length 80000 --fold_length 150 --use_tensorboard false --use_matplotlib false
+        "${char_shape_opts[@]}" --use_tensorboard false --use_matplotlib false
         --resume true --output_dir "$exp")
     (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
     local cmd=$train_cmd
@@ -364,6 +389,162 @@ stage_finetune() {
     IFS=$'\t' read -r name path <<<"$exported"
     python -m espnet2_ext.bin.ssl_model check --name "$name" --path "$path" --out "$exp/upstream.json"
     touch "$exp/.done"
+}
+
+stage_step1() {
+    # Step 1: for each upstream source X of step1_upstreams, an ESPnet ASR run (our ASRTask) on a
+    # learnable softmax-weighted sum of the hidden states of the FROZEN SSL model in
+    # exp/X/upstream.json: exp/step1_X/. Its checkpoints hold the layer weights and the ASR model,
+    # not the SSL weights. Stage 6 reads the weights out and decodes with it.
+    [ -f "$step1_config" ] || die "--step1_config $step1_config not found"
+    [ -n "${step1_upstreams// /}" ] || die "--step1_upstreams is empty; give step0 and/or ssl"
+    local x
+    for x in $step1_upstreams; do
+        case $x in step0 | ssl) ;; *) die "--step1_upstreams: unknown upstream source '$x' (step0 or ssl)" ;; esac
+    done
+    for x in $step1_upstreams; do step1_train "$x"; done
+}
+
+step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/upstream.json
+    local x=$1 exp=$workdir/exp/step1_$1 upstream_json=$workdir/exp/$1/upstream.json
+    [ -f "$upstream_json" ] || die "$upstream_json not found; run stage $([ "$x" = ssl ] && echo "3 (ssl)" || echo "4 (finetune)") first"
+    if [ -f "$exp/.done" ]; then
+        log "step 1 on $x already trained: $exp (remove it to retrain)"
+        return 0
+    fi
+    local tag
+    tag=$(basename "$step1_config" .yaml)
+    mkdir -p "$exp"
+    if [ -f "$exp/tag" ] && [ "$(<"$exp/tag")" != "$tag" ]; then
+        die "$exp holds the step-1 run '$(<"$exp/tag")', not '$tag': remove $exp to train '$tag'" \
+            "(or pass --step1_config with the config of '$(<"$exp/tag")' to finish that run)"
+    fi
+    echo "$tag" >"$exp/tag"
+    char_asr_data "step1_$x"
+    # one set of shapes for every step-1 run: they read the same data with the same tokens
+    char_asr_shapes "$step1_config" "$workdir/exp/step1_stats" step1_stats
+    local upstream
+    upstream=$(upstream_spec "$upstream_json")
+    local train_opts=(--config "$step1_config" --ngpu "$ngpu" "${char_data_opts[@]}" "${char_shape_opts[@]}"
+        --frontend_conf "upstream=$upstream" --use_tensorboard false --use_matplotlib false
+        --resume true --output_dir "$exp")
+    (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
+    local cmd=$train_cmd
+    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
+    log "step 1 run '$tag' on $x ($upstream_json) in $exp (log: $logdir/step1_$x/train.log)"
+    ${cmd} --num_threads 2 "$logdir/step1_$x/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
+    touch "$exp/.done"
+}
+
+stage_weights() {
+    # For each step-1 run: the learned layer weights (layer_weights.json + chart), then the
+    # continuous model's hypotheses for the test sets (exp/step1_X/decode/<set>/text) and scores.
+    [ -f "$step1_decode_config" ] || die "--step1_decode_config $step1_decode_config not found"
+    local x
+    for x in $step1_upstreams; do step1_weights_and_decode "$x"; done
+}
+
+step1_weights_and_decode() {  # step1_weights_and_decode X
+    local x=$1 exp=$workdir/exp/step1_$1
+    [ -f "$exp/.done" ] || die "$exp is not trained; run stage 5 (step1) first"
+    if [ -f "$exp/.weights.done" ]; then
+        log "step 1 on $x already exported and scored: $exp/score/scores.md (remove $exp/.weights.done to redo)"
+        return 0
+    fi
+    local model=$exp/$step1_model
+    python -m espnet2_ext.bin.layer_weights export --config "$exp/config.yaml" --model_file "$model" \
+        --upstream_json "$workdir/exp/$x/upstream.json" --out_json "$exp/layer_weights.json" \
+        --out_png "$exp/layer_weights.png"
+    local set dir set_nj sets=() cmd=$decode_cmd device_opts=(--ngpu 0)
+    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu 1" && device_opts=(--ngpu 1)
+    for set in $test_sets; do
+        dir=$exp/decode/$set
+        [ -f "$data/$set/wav.scp" ] || { log "no $data/$set: not decoded"; continue; }
+        sets+=("$set")
+        [ -f "$dir/text" ] && continue  # written last: this set is decoded
+        log "step 1 on $x: decoding $set with $(basename "$model") (logs: $logdir/step1_$x/decode_$set.*.log)"
+        rm -rf "$dir"
+        set_nj=$(python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$set" --max_utts 0 --nj "$nj" \
+            --out_dir "$dir/keys")
+        ${cmd} JOB=1:"$set_nj" "$logdir/step1_$x/decode_$set.JOB.log" python -m espnet2_ext.bin.asr_inference \
+            --config "$step1_decode_config" "${device_opts[@]}" \
+            --data_path_and_name_and_type "$data/$set/wav.scp,speech,sound" --key_file "$dir/keys/split/keys.JOB.scp" \
+            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
+        cat "$dir"/output.*/1best_recog/text | sort >"$dir/text.tmp"
+        mv "$dir/text.tmp" "$dir/text"
+    done
+    [ ${#sets[@]} -gt 0 ] || die "none of the test sets ($test_sets) has a data dir under $data"
+    python -m espnet2_ext.bin.score --data_dir "$data" --hyp_dir "$exp/decode" --sets "${sets[@]}" \
+        --out_dir "$exp/score" --fs "$fs" >/dev/null
+    log "step 1 on $x: weights in $exp/layer_weights.{json,png}, scores in $exp/score/scores.md"
+    touch "$exp/.weights.done"
+}
+
+unit_system_names() {  # the systems of units_config selected by unit_systems, one per line
+    python -m espnet2_ext.bin.units list --units_config "$units_config" --systems "$unit_systems"
+}
+
+unit_device_opts() {  # sets unit_cmd and unit_opts: SSL forwards on a GPU when ngpu > 0
+    unit_cmd=$train_cmd unit_opts=(--device cpu)
+    (( ngpu > 0 )) && unit_cmd="$cuda_cmd --gpu 1" && unit_opts=(--device cuda)
+    return 0
+}
+
+stage_kmeans() {
+    # Per unit system (conf/units/*.yaml): resolve its feature spec (upstream.json of exp/ssl or
+    # exp/step0, step 1's layer_weights.json), stream the features of a `portion` of train to disk
+    # (one SSL forward per utterance, sharded), learn faiss k-means on them (memory bounded by
+    # K x max_points_per_centroid frames), save the unit model and its km_<K>.mdl export.
+    [ -f "$units_config" ] || die "--units_config $units_config not found"
+    local systems system exp
+    systems=$(unit_system_names) || exit 1
+    unit_device_opts
+    for system in $systems; do
+        exp=$workdir/exp/kmeans/$system
+        if [ -f "$exp/.done" ]; then log "unit model $system already learned: $exp (remove it to relearn)"; continue; fi
+        python -m espnet2_ext.bin.units spec --units_config "$units_config" --system "$system" --workdir "$workdir"
+        log "unit system $system: features of the k-means subset of $train_set (logs: $logdir/kmeans/$system/feats.*.log)"
+        ${unit_cmd} JOB=1:"$nj" "$logdir/kmeans/$system/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
+            --units_config "$units_config" --system "$system" --workdir "$workdir" --data_dir "$data/$train_set" \
+            "${unit_opts[@]}" --shard JOB --nshard "$nj"
+        ${train_cmd} --num_threads 2 "$logdir/kmeans/$system/learn.log" python -m espnet2_ext.bin.units learn \
+            --units_config "$units_config" --system "$system" --workdir "$workdir"
+        rm -rf "$exp/feats"  # only k-means reads them; the unit model is complete
+        touch "$exp/.done"
+        log "unit system $system: unit model in $exp (learn log: $logdir/kmeans/$system/learn.log)"
+    done
+}
+
+stage_units() {
+    # Per unit system: units of every set (sharded), dedup + one character per unit, source BPE
+    # trained on train's unit strings, BPE tokens of every set, and per-set statistics.
+    [ -f "$units_config" ] || die "--units_config $units_config not found"
+    local systems system exp out set sets=()
+    systems=$(unit_system_names) || exit 1
+    unit_device_opts
+    for set in "$train_set" "$valid_set" $test_sets; do
+        [ -f "$data/$set/wav.scp" ] && sets+=("$set")
+    done
+    [ -f "$data/$train_set/wav.scp" ] || die "$data/$train_set not found; run stage 2 (data) first"
+    for system in $systems; do
+        exp=$workdir/exp/kmeans/$system out=$workdir/dump/units/$system
+        if [ -f "$out/.done" ]; then log "units of $system already dumped: $out (remove it to redo)"; continue; fi
+        [ -f "$exp/.done" ] || die "$exp has no unit model; run stage 7 (kmeans) first"
+        for set in "${sets[@]}"; do
+            [ -f "$out/$set/.done" ] && continue
+            log "unit system $system: units of $set (logs: $logdir/units/$system/$set.*.log)"
+            ${unit_cmd} JOB=1:"$nj" "$logdir/units/$system/$set.JOB.log" python -m espnet2_ext.bin.units dump_units \
+                --model_dir "$exp" --data_dir "$data/$set" --out_dir "$out/$set" "${unit_opts[@]}" --shard JOB --nshard "$nj"
+            python -m espnet2_ext.bin.units finish_set --data_dir "$data/$set" --out_dir "$out/$set" --nshard "$nj"
+            touch "$out/$set/.done"
+        done
+        python -m espnet2_ext.bin.units bpe --units_config "$units_config" --system "$system" --units_dir "$out" \
+            --train_set "$train_set" --sets "${sets[*]}"
+        python -m espnet2_ext.bin.units stats --units_config "$units_config" --system "$system" --units_dir "$out" \
+            --data_root "$data" --sets "${sets[*]}" --eval_sets "$test_sets" --fs "$fs"
+        touch "$out/.done"
+        log "unit system $system: units, unit strings and BPE tokens in $out; statistics in $out/stats.md"
+    done
 }
 
 stage_score() {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,3 +54,24 @@ def tiny_recipe_workdir(cli_env: dict[str, str], tmp_path_factory: pytest.TempPa
             r = run_recipe(["--workdir", str(wd), "--stop_stage", "3"], cli_env)
             assert r.returncode == 0, r.stderr[-3000:]
     return wd
+
+
+@pytest.fixture(scope="session")
+def slurm_env(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A real single-node SLURM (local/slurm_local.sh), for this worker; ``cli_env`` + ``SLURM_CONF``.
+
+    Installs slurm-wlm and munge when missing (as root). Where SLURM can be neither found nor
+    installed the tests using it FAIL: the cluster backend must not go untested silently.
+    The daemons are stopped by their PIDs at the end of the session.
+    """
+    state = tmp_path_factory.mktemp("slurm")
+    script = str(REPO_ROOT / "local/slurm_local.sh")
+    r = subprocess.run([script, "start", str(state)], env=cli_env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        subprocess.run([script, "stop", str(state)], capture_output=True, timeout=120)
+        pytest.fail(f"could not bring up a local SLURM with {script} (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    env = dict(cli_env, SLURM_CONF=str(state / "slurm.conf"))
+    try:
+        yield env
+    finally:
+        subprocess.run([script, "stop", str(state)], capture_output=True, timeout=120)

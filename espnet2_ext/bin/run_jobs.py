@@ -2,13 +2,17 @@
 
 Usage::
 
-    python -m espnet2_ext.bin.run_jobs [--backend local] [--max_jobs_run N] \\
-        [--num_threads T] [--mem M] [--gpu G] [--time HH:MM:SS] \\
-        [JOB=1:N] logdir/name.JOB.log command [args ...]
+    python -m espnet2_ext.bin.run_jobs [--backend local|slurm] [--config conf/slurm.conf] \\
+        [--max_jobs_run N] [--num_threads T] [--mem M] [--gpu G] [--time HH:MM:SS] [--partition P] \\
+        [--resume true|false] [JOB=1:N] logdir/name.JOB.log command [args ...]
 
 Options may be spelled with ``_`` or ``-`` (``--num-threads``), as Kaldi users type them.
+``--backend`` defaults to ``$CMD_BACKEND`` or local; ``--config`` is the SLURM option mapping.
+``--resume false`` reruns jobs that succeeded in an earlier, failed run of the same command
+(by default only the failed ones run again; see ``espnet2_ext.utils.job_markers``).
 Exit status 0 when every job succeeded, 1 when any failed (each failed JOB and its log are
-named, with the end of the first failed log), 2 for a malformed call.
+named, with the end of the first failed log) or the cluster refused the submission, 2 for a
+malformed call.
 """
 
 from __future__ import annotations
@@ -19,16 +23,17 @@ import signal
 import sys
 
 from espnet2_ext.utils.jobs import (
-    BACKENDS,
     JobsFailed,
     JobSpecError,
     Resources,
+    SubmitError,
     log_tail,
+    make_backend,
     parse_invocation,
     run_array,
 )
 
-_VALUE_OPTIONS = {"backend", "max_jobs_run", "num_threads", "mem", "gpu", "time", "config"}
+_VALUE_OPTIONS = {"backend", "max_jobs_run", "num_threads", "mem", "gpu", "time", "partition", "config", "resume"}
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, str], str | None, str, list[str]]:
@@ -65,13 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             mem=opts.get("mem"),
             gpu=int(opts.get("gpu", 0)),
             time=opts.get("time"),
+            partition=opts.get("partition"),
         )
         array = parse_invocation(array_spec, log, command, resources)
-        backend_name = opts.get("backend", os.environ.get("CMD_BACKEND", "local"))
-        if backend_name not in BACKENDS:
-            raise JobSpecError(f"unknown backend {backend_name!r}; choose one of {', '.join(BACKENDS)}")
+        backend_name = opts.get("backend") or os.environ.get("CMD_BACKEND") or "local"
         max_jobs = opts.get("max_jobs_run")
-        backend = BACKENDS[backend_name](max_parallel=int(max_jobs) if max_jobs else None)
+        backend = make_backend(backend_name, int(max_jobs) if max_jobs else None, opts.get("config"))
+        resume = opts.get("resume", "true")
+        if resume not in ("true", "false"):
+            raise JobSpecError(f"--resume must be true or false (got {resume!r})")
     except (JobSpecError, ValueError) as e:
         print(f"run_jobs: {e}", file=sys.stderr)
         return 2
@@ -85,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     try:
-        run_array(array, backend)
+        run_array(array, backend, resume=resume == "true")
+    except SubmitError as e:
+        print(f"run_jobs: {e}", file=sys.stderr)
+        return 1
     except JobsFailed as e:
         print(f"run_jobs: {e}", file=sys.stderr)
         tail = log_tail(e.failed[0].log)

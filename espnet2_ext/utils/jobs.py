@@ -15,13 +15,22 @@ given as several arguments is executed directly as an argument vector, never thr
 shell, so paths with spaces or shell characters are safe.
 
 Backends implement :class:`Backend`; :class:`LocalBackend` runs jobs on this machine with a
-parallelism limit. A cluster backend plugs in through :data:`BACKENDS`.
+parallelism limit, :class:`espnet2_ext.utils.slurm.SlurmBackend` submits them as a SLURM array
+(:func:`make_backend` picks one by name).
+
+Every job leaves its exit status in ``<log>.status`` next to its log. When an array fails, the
+jobs that succeeded keep that file as a done marker (with their command and a fingerprint of the
+files it names, :mod:`espnet2_ext.utils.job_markers`), so running the same invocation again runs
+only the failed jobs; once every job has succeeded the markers are removed and the stage's own
+``.done`` takes over.
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
+import dataclasses
+import json
 import logging
 import os
 import re
@@ -29,7 +38,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +61,7 @@ class Resources:
     mem: str | None = None  # e.g. "4G"; informational for the local backend
     gpu: int = 0
     time: str | None = None  # wall-clock limit, e.g. "4:00:00"; used by cluster backends
+    partition: str | None = None  # cluster partition/queue; used by cluster backends
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,7 @@ class JobArray:
     jobs: list[Job]
     resources: Resources = field(default_factory=Resources)
     variable: str | None = None
+    log_template: str | None = None  # the log path as given, with the variable unsubstituted
 
     @property
     def log_pattern(self) -> str:
@@ -100,7 +111,7 @@ def parse_invocation(
         raise JobSpecError("no command given; usage: run_jobs [opts] [JOB=1:N] log command ...")
     resources = resources or Resources()
     if array_spec is None:
-        return JobArray([Job(1, Path(log), tuple(command))], resources)
+        return JobArray([Job(1, Path(log), tuple(command))], resources, log_template=log)
     m = _ARRAY_RE.match(array_spec)
     if not m:
         raise JobSpecError(f"bad job array {array_spec!r}; expected NAME=START:END, e.g. JOB=1:4")
@@ -114,7 +125,7 @@ def parse_invocation(
         Job(i, Path(log.replace(var, str(i))), tuple(arg.replace(var, str(i)) for arg in command))
         for i in range(start, end + 1)
     ]
-    return JobArray(jobs, resources, var)
+    return JobArray(jobs, resources, var, log)
 
 
 @dataclass(frozen=True)
@@ -123,6 +134,12 @@ class JobResult:
     log: Path
     returncode: int
     seconds: float
+    note: str = ""  # why there is no real exit code, e.g. the cluster killed the job
+
+    def describe(self) -> str:
+        """``JOB=3 (exit 1, log log/x.3.log)`` for failure messages."""
+        status = self.note or f"exit {self.returncode}"
+        return f"JOB={self.index} ({status}, log {self.log})"
 
 
 class JobsFailed(RuntimeError):
@@ -130,8 +147,12 @@ class JobsFailed(RuntimeError):
 
     def __init__(self, failed: list[JobResult], total: int):
         self.failed = failed
-        names = ", ".join(f"JOB={r.index} (exit {r.returncode}, log {r.log})" for r in failed)
+        names = ", ".join(r.describe() for r in failed)
         super().__init__(f"{len(failed)} of {total} jobs failed: {names}")
+
+
+class SubmitError(RuntimeError):
+    """A cluster refused or lost a submission (the message has the scheduler's own words)."""
 
 
 class Backend(abc.ABC):
@@ -144,7 +165,7 @@ class Backend(abc.ABC):
         """Run every job; return one result per job, in index order."""
 
 
-def _job_env(resources: Resources) -> dict[str, str]:
+def job_env(resources: Resources) -> dict[str, str]:
     env = dict(os.environ)
     threads = str(max(1, resources.num_threads))
     # Each job gets exactly the threads it asked for, so N parallel jobs do not oversubscribe cores.
@@ -172,32 +193,14 @@ class LocalBackend(Backend):
         self._stopping = False
 
     def _run_one(self, job: Job, env: dict[str, str], resources: Resources) -> JobResult:
-        job.log.parent.mkdir(parents=True, exist_ok=True)
-        start = time.monotonic()
-        with open(job.log, "w", encoding="utf-8") as log:
-            log.write(f"# {' '.join(job.command)}\n# Started at {_stamp()}\n#\n")
-            log.flush()
-            if self._stopping:
-                rc = 130
-            else:
-                try:
-                    proc = subprocess.Popen(
-                        job.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                        env=env, start_new_session=True,
-                    )
-                except OSError as e:  # e.g. the program does not exist
-                    log.write(f"run_jobs: cannot start {job.argv()[0]!r}: {e}\n")
-                    rc = 127
-                else:
-                    with self._lock:
-                        self._procs[job.index] = proc
-                    rc = proc.wait()
-                    with self._lock:
-                        self._procs.pop(job.index, None)
-            seconds = time.monotonic() - start
-            log.write(f"# Accounting: time={seconds:.0f} threads={resources.num_threads}\n")
-            log.write(f"# Ended (code {rc}) at {_stamp()}, elapsed time {seconds:.0f} seconds\n")
-        return JobResult(job.index, job.log, rc, seconds)
+        def started(proc: subprocess.Popen) -> None:
+            with self._lock:
+                self._procs[job.index] = proc
+
+        result = run_job(job, env, resources, on_start=None if self._stopping else started)
+        with self._lock:
+            self._procs.pop(job.index, None)
+        return result
 
     def terminate(self) -> None:
         """Stop all running jobs (their whole process groups)."""
@@ -209,28 +212,130 @@ class LocalBackend(Backend):
                 os.killpg(proc.pid, signal.SIGTERM)
 
     def run(self, array: JobArray) -> list[JobResult]:
-        env = _job_env(array.resources)
+        env = job_env(array.resources)
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, len(array.jobs))) as pool:
             futures = [pool.submit(self._run_one, job, env, array.resources) for job in array.jobs]
             return [f.result() for f in futures]
 
 
-def _slurm_not_built(**_: object) -> Backend:
-    raise JobSpecError("the slurm backend is not built yet (tracked in the cluster-execution issue); use --backend local")
+def status_path(log: Path) -> Path:
+    """``log/x.3.log`` -> ``log/x.3.log.status``: the job's exit status (and done marker)."""
+    return log.with_name(log.name + ".status")
 
 
-BACKENDS = {"local": LocalBackend, "slurm": _slurm_not_built}
+def write_status(job: Job, returncode: int, seconds: float) -> None:
+    """Record a finished job's exit status next to its log (atomically: a status file is complete)."""
+    from espnet2_ext.utils.fileio import atomic_write_text
+
+    atomic_write_text(status_path(job.log), json.dumps({"returncode": returncode, "seconds": round(seconds, 3)}) + "\n")
 
 
-def run_array(array: JobArray, backend: Backend) -> list[JobResult]:
-    """Run ``array`` on ``backend``; raise :class:`JobsFailed` naming every failed job."""
+def run_job(
+    job: Job, env: dict[str, str], resources: Resources,
+    on_start: Callable[[subprocess.Popen], None] | None = lambda proc: None,
+) -> JobResult:
+    """Run one job with its output in its log, framed by a header and a footer; write its status.
+
+    The same code runs a job on this machine and inside a SLURM task. The log is truncated and
+    then appended to, so lines a scheduler appends to the same file (a time-limit kill) survive.
+
+    Args:
+        job: the job (JOB already substituted).
+        env: its environment.
+        resources: what it asked for (threads are logged).
+        on_start: called with the started process (to be able to stop it); ``None`` means the
+            runner is stopping and the job is not started (exit 130).
+    """
+    job.log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    open(job.log, "w").close()
+    with open(job.log, "a", encoding="utf-8") as log:
+        log.write(f"# {' '.join(job.command)}\n# Started at {_stamp()}\n#\n")
+        log.flush()
+        if on_start is None:
+            rc = 130
+        else:
+            try:
+                proc = subprocess.Popen(
+                    job.argv(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env=env, start_new_session=True,
+                )
+            except OSError as e:  # e.g. the program does not exist
+                log.write(f"run_jobs: cannot start {job.argv()[0]!r}: {e}\n")
+                rc = 127
+            else:
+                on_start(proc)
+                rc = proc.wait()
+        seconds = time.monotonic() - start
+        log.write(f"# Accounting: time={seconds:.0f} threads={resources.num_threads}\n")
+        log.write(f"# Ended (code {rc}) at {_stamp()}, elapsed time {seconds:.0f} seconds\n")
+    write_status(job, rc, seconds)
+    return JobResult(job.index, job.log, rc, seconds)
+
+
+BACKEND_NAMES = ("local", "slurm")
+
+
+def make_backend(name: str, max_parallel: int | None = None, config: str | None = None) -> Backend:
+    """The backend called ``name``.
+
+    Args:
+        name: ``local`` or ``slurm``.
+        max_parallel: at most this many jobs of an array at once.
+        config: the SLURM option mapping (default ``conf/slurm.conf``); ignored by the local backend.
+
+    Raises:
+        JobSpecError: unknown name, or a bad SLURM config.
+    """
+    if name == "local":
+        return LocalBackend(max_parallel=max_parallel)
+    if name == "slurm":
+        from espnet2_ext.utils.slurm import SlurmBackend
+
+        return SlurmBackend(config=config, max_parallel=max_parallel)
+    raise JobSpecError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+
+
+def run_array(array: JobArray, backend: Backend, resume: bool = True) -> list[JobResult]:
+    """Run ``array`` on ``backend``; raise :class:`JobsFailed` naming every failed job.
+
+    Args:
+        array: the jobs.
+        backend: where they run.
+        resume: skip jobs whose done marker says an earlier run of the same command succeeded
+            with the files it names unchanged (what is left of a failed array).
+
+    Returns:
+        One result per job in index order; a skipped job has exit 0 and ``note`` "done before".
+    """
+    from espnet2_ext.utils import job_markers
+
     n = len(array.jobs)
-    logger.info("running %d job(s) on %s backend (max %s at once); logs: %s", n, backend.name,
-                getattr(backend, "max_parallel", "?"), array.log_pattern)
-    results = backend.run(array)
+    done = [job for job in array.jobs if resume and job_markers.is_done(job)]
+    todo = [job for job in array.jobs if job not in done]
+    if done:
+        logger.info("JOB=%s succeeded in an earlier run of this command and its files are unchanged: not rerun "
+                    "(markers: %s)", ",".join(str(j.index) for j in done), status_path(done[0].log))
+    for job in todo:
+        job_markers.clear(job)
+    if todo:
+        logger.info("running %d job(s) on %s backend (max %s at once); logs: %s", len(todo), backend.name,
+                    getattr(backend, "max_parallel", None) or "all", array.log_pattern)
+        results = backend.run(dataclasses.replace(array, jobs=todo))
+    else:
+        results = []
+    results += [JobResult(job.index, job.log, 0, 0.0, "done before") for job in done]
+    results.sort(key=lambda r: r.index)
     failed = [r for r in results if r.returncode != 0]
+    by_index = {job.index: job for job in array.jobs}
     if failed:
+        # the jobs that succeeded are not rerun by the next, identical invocation
+        for r in results:
+            if r.returncode == 0:
+                job_markers.mark_done(by_index[r.index])
         raise JobsFailed(failed, n)
+    for job in array.jobs:
+        job_markers.clear(job)
     return results
 
 
