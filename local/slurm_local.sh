@@ -98,6 +98,8 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+# test-sized latency: schedule right after submissions and task ends, not on a 3 s cadence
+SchedulerParameters=batch_sched_delay=0,sched_min_interval=0,sched_interval=1
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 MpiDefault=none
