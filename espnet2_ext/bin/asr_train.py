@@ -3,7 +3,7 @@
 The same options as ESPnet's ``espnet2.bin.asr_train``; only the task differs
 (:class:`espnet2_ext.tasks.asr.ASRTask`). Example (step 1, CTC on a weighted sum of frozen SSL layers)::
 
-    python -m espnet2_ext.bin.asr_train --config conf/tuning/train_step1_tiny.yaml \\
+    python -m espnet2_ext.bin.asr_train --config conf/step1/tiny.yaml \\
         --frontend_conf upstream.path=exp/ssl/xlsr_ft --ngpu 0 --use_amp false --use_tensorboard false \\
         --token_type char --token_list data/token_list/char/tokens.txt \\
         --train_data_path_and_name_and_type dump/raw/train/wav.scp,speech,sound \\

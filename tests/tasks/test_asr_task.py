@@ -1,9 +1,9 @@
 """ASRTask end to end on a tiny corpus: ESPnet's real collect_stats, training, rebuilding and decoding.
 
 One module-scoped corpus (12 random-noise utterances, char text, a 2-layer SSL checkpoint) and two
-in-process training runs with the example configs of conf/tuning/, shared by the tests: step 1
-(``train_step1_tiny.yaml``: frozen upstream, weighted sum, 2 epochs) and step 0
-(``train_step0_tiny.yaml``: trainable upstream, last layer, CTC head, 1 epoch).
+in-process training runs, shared by the tests: step 1 (``conf/step1/tiny.yaml``: frozen upstream,
+weighted sum, 2 epochs) and step 0 (``conf/tuning/train_step0_tiny.yaml``: trainable upstream, last
+layer, CTC head, 1 epoch).
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from espnet2_ext.tasks.asr import ASRTask
 TEXTS = ["ab", "ba ab", "abc", "cab", "bac", "a b c", "cc", "bb a", "ca", "acb", "ba", "abcab"]
 TOKENS = ["<blank>", "<unk>", "<space>", "a", "b", "c", "<sos/eos>"]
 UPSTREAM_PREFIX = "frontend.upstream."
-CONF = Path(__file__).resolve().parents[2] / "conf" / "tuning"
+CONF = Path(__file__).resolve().parents[2] / "conf"
+STEP1_TINY = CONF / "step1" / "tiny.yaml"
+STEP0_TINY = CONF / "tuning" / "train_step0_tiny.yaml"
 
 # ESPnet's trainer and model still call torch.cuda.amp.autocast; CTC-only runs have no accuracy to report
 pytestmark = [
@@ -56,10 +58,10 @@ class Corpus:
             args += [f"--{mode}_data_path_and_name_and_type", f"{self.data(split)}/text,text,text"]
         return args
 
-    def train(self, name: str, config: str, max_epoch: int) -> Path:
-        """Train with a config of conf/tuning/ and this corpus' SSL model; returns the output dir."""
+    def train(self, name: str, config: Path, max_epoch: int) -> Path:
+        """Train with ``config`` and this corpus' SSL model; returns the output dir."""
         out = self.root / "exp" / name
-        args = self.common_args(CONF / config) + ["--frontend_conf", f"upstream.path={self.spec['path']}"]
+        args = self.common_args(config) + ["--frontend_conf", f"upstream.path={self.spec['path']}"]
         for mode in ("train", "valid"):
             args += [f"--{mode}_shape_file", f"{self.stats}/{mode}/speech_shape"]
             args += [f"--{mode}_shape_file", f"{self.stats}/{mode}/text_shape"]
@@ -99,7 +101,7 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Corpus:
         f"{corpus.data('valid')}/wav.scp",
     ]
     asr_train.main(
-        corpus.common_args(CONF / "train_step1_tiny.yaml")
+        corpus.common_args(STEP1_TINY)
         + ["--frontend_conf", f"upstream.path={spec['path']}", "--collect_stats", "true", *keys]
         + ["--output_dir", str(corpus.stats)]
     )
@@ -140,7 +142,7 @@ def frozen_run(corpus: Corpus) -> Run:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(SSLFrontend, "forward", recording_forward)
         mp.setattr(ASRTask, "build_model", classmethod(capturing_build))
-        out = corpus.train("frozen", "train_step1_tiny.yaml", max_epoch=2)
+        out = corpus.train("frozen", STEP1_TINY, max_epoch=2)
     return Run(out=out, model=built[-1], frontend_calls=calls)
 
 
@@ -154,7 +156,7 @@ def initial_upstream(corpus: Corpus) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def trainable_run(corpus: Corpus) -> Path:
     """Step 0: the upstream itself is fine-tuned with CTC on its last layer, 1 epoch."""
-    return corpus.train("trainable", "train_step0_tiny.yaml", max_epoch=1)
+    return corpus.train("trainable", STEP0_TINY, max_epoch=1)
 
 
 def _batch(corpus: Corpus) -> tuple[torch.Tensor, torch.Tensor]:
