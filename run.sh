@@ -49,14 +49,24 @@ step1_model=valid.loss.ave.pth  # step-1 checkpoint whose layer weights are expo
 step1_decode_config=conf/decode/step1_demo.yaml  # decoding options of the continuous model (beam, ctc_weight)
 units_config=conf/units/demo.yaml  # unit systems (stages 7-8): k-means and BPE settings, systems: name -> features
 unit_systems=           # unit systems to build (space-separated names from units_config; empty = all)
+step2_config=conf/step2/demo.yaml  # step 2 (discrete-unit ASR, ESPnet MT task, model discrete_asr): conf/step2/*.yaml
+step2_token_type=char   # step-2 target tokens: char (data/token_list/char) | bpe (data/token_list/tgt_bpe<N>, real data)
+step2_nbpe=6500         # target BPE size with step2_token_type bpe (the challenge's 6500)
+step2_max_ctc_infeasible=0.05  # stage 9 fails when more train utterances than this are too short for CTC
+step2_model=valid.acc.ave.pth  # step-2 checkpoint that decodes (ESPnet's n-best average by valid accuracy)
+step2_decode_config=conf/decode/step2_demo.yaml  # step-2 decoding options (beam, ctc_weight)
+pack_systems=twostep    # step-2 systems packed by stage 13 (space-separated; each -> exp/pack/<system>{,.tar.gz})
+pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack references its path)
 
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
     ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config
-    units_config unit_systems)
-path_options=" config workdir slurm_config corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config step1_config step1_decode_config units_config "
+    units_config unit_systems
+    step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config
+    pack_systems pack_copy_ssl)
+path_options=" config workdir slurm_config corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config step1_config step1_decode_config units_config step2_config step2_decode_config "
 
 # ---- stages: number|name|what it does|status ----
 stage_table=(
@@ -68,11 +78,11 @@ stage_table=(
     "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|built"
     "7|kmeans|Learn k-means on fixed-weight features of every unit system (learned, single-layer, uniform, MFCC)|built"
     "8|units|Dump units for every set, dedup, source BPE, unit statistics|built"
-    "9|step2|Step 2: train the discrete-unit ASR models|issue 6"
-    "10|decode|Decode the test sets|issue 6"
+    "9|step2|Step 2: train the discrete-unit ASR models|built"
+    "10|decode|Decode the test sets with the step-2 models; challenge submission files|built"
     "11|score|Score hypotheses: CER per set and language, LibriSpeech micro-average, bitrate|built"
     "12|results|Write RESULTS.md and the per-language chart|built"
-    "13|pack|Pack a model directory for audio-in inference|issue 6"
+    "13|pack|Pack a model directory for audio-in inference|built"
 )
 
 usage() {
@@ -252,7 +262,7 @@ stage_ssl() {
 }
 
 # ---- helpers shared by the ESPnet ASR runs of stage 4 (step 0) and stage 5 (step 1) ----
-char_asr_data() {  # char_asr_data LOGNAME: sets char_data_opts (token list + train/valid data options)
+char_token_list() {  # char_token_list LOGNAME: sets char_token_opts (--token_type char, the token list, nlsyms)
     # Character token list in ESPnet's format (espnet2.bin.tokenize_text, as asr.sh makes it), made
     # once by the first stage that needs it: <blank>, <unk>, the characters by frequency with
     # <space> for spaces, <sos/eos> last.
@@ -271,7 +281,12 @@ char_asr_data() {  # char_asr_data LOGNAME: sets char_data_opts (token list + tr
             --add_symbol "<blank>:0" --add_symbol "<unk>:1" --add_symbol "<sos/eos>:-1" "${text_opts[@]}"
         mv "$tokens.tmp" "$tokens"
     fi
-    char_data_opts=(--use_preprocessor true --token_type char --token_list "$tokens" "${text_opts[@]}"
+    char_token_opts=(--token_type char --token_list "$tokens" "${text_opts[@]}")
+}
+
+char_asr_data() {  # char_asr_data LOGNAME: sets char_data_opts (token list + train/valid data options)
+    char_token_list "$1"
+    char_data_opts=(--use_preprocessor true "${char_token_opts[@]}"
         --train_data_path_and_name_and_type "$data/$train_set/wav.scp,speech,sound"
         --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
         --valid_data_path_and_name_and_type "$data/$valid_set/wav.scp,speech,sound"
@@ -530,20 +545,110 @@ stage_units() {
         exp=$workdir/exp/kmeans/$system out=$workdir/dump/units/$system
         if [ -f "$out/.done" ]; then log "units of $system already dumped: $out (remove it to redo)"; continue; fi
         [ -f "$exp/.done" ] || die "$exp has no unit model; run stage 7 (kmeans) first"
-        for set in "${sets[@]}"; do
-            [ -f "$out/$set/.done" ] && continue
-            log "unit system $system: units of $set (logs: $logdir/units/$system/$set.*.log)"
-            ${unit_cmd} JOB=1:"$nj" "$logdir/units/$system/$set.JOB.log" python -m espnet2_ext.bin.units dump_units \
-                --model_dir "$exp" --data_dir "$data/$set" --out_dir "$out/$set" "${unit_opts[@]}" --shard JOB --nshard "$nj"
-            python -m espnet2_ext.bin.units finish_set --data_dir "$data/$set" --out_dir "$out/$set" --nshard "$nj"
-            touch "$out/$set/.done"
-        done
+        log "unit system $system: units of ${sets[*]} (logs: $logdir/units/$system/dump.*.log)"
+        ${unit_cmd} JOB=1:"$nj" "$logdir/units/$system/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
+            --model_dir "$exp" --data_root "$data" --out_root "$out" --sets "${sets[*]}" "${unit_opts[@]}" \
+            --shard JOB --nshard "$nj"
+        python -m espnet2_ext.bin.units finish_sets --data_root "$data" --out_root "$out" --sets "${sets[*]}" --nshard "$nj"
         python -m espnet2_ext.bin.units bpe --units_config "$units_config" --system "$system" --units_dir "$out" \
             --train_set "$train_set" --sets "${sets[*]}"
         python -m espnet2_ext.bin.units stats --units_config "$units_config" --system "$system" --units_dir "$out" \
             --data_root "$data" --sets "${sets[*]}" --eval_sets "$test_sets" --fs "$fs"
         touch "$out/.done"
         log "unit system $system: units, unit strings and BPE tokens in $out; statistics in $out/stats.md"
+    done
+}
+
+step2_systems() {  # the unit systems step 2 trains on: unit_systems, or every dump/units/<system>/ of stage 8
+    if [ -f "$units_config" ]; then unit_system_names; return; fi
+    local dir
+    for dir in "$workdir"/dump/units/*/; do [ -f "$dir/.done" ] && basename "$dir"; done
+    return 0
+}
+
+step2_target_opts() {  # sets step2_tgt_opts: the target token type and list (char, or BPE trained on train)
+    case $step2_token_type in
+        char) char_token_list step2; step2_tgt_opts=("${char_token_opts[@]}") ;;
+        bpe)
+            local dir=$data/token_list/tgt_bpe$step2_nbpe
+            [ -f "$dir/tokens.txt" ] || python -m espnet2_ext.bin.step2 tgt_bpe --text "$data/$train_set/text" \
+                --vocab_size "$step2_nbpe" --out_dir "$dir"
+            step2_tgt_opts=(--token_type bpe --bpemodel "$dir/bpe.model" --token_list "$dir/tokens.txt") ;;
+        *) die "--step2_token_type must be char or bpe (got '$step2_token_type')" ;;
+    esac
+}
+
+stage_step2() {
+    # Step 2: per unit system, a discrete-unit ASR model (ESPnet's MT task, model discrete_asr, our
+    # registries: espnet2_ext.bin.discrete_asr_train) from dump/units/<system>/<set>/text (source,
+    # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/.
+    [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
+    local systems system units exp stats cmd=$train_cmd
+    systems=$(step2_systems) || exit 1
+    [ -n "$systems" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
+    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
+    step2_target_opts
+    for system in $systems; do
+        units=$workdir/dump/units/$system exp=$workdir/exp/step2_$system
+        if [ -f "$exp/.done" ]; then log "step 2 $system already trained: $exp (remove it to retrain)"; continue; fi
+        [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
+        local opts=(--use_preprocessor true "${step2_tgt_opts[@]}" --src_token_type bpe
+            --src_bpemodel "$units/src_bpe/bpe.model" --src_token_list "$units/src_bpe/tokens.txt"
+            --train_data_path_and_name_and_type "$units/$train_set/text,src_text,text"
+            --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
+            --valid_data_path_and_name_and_type "$units/$valid_set/text,src_text,text"
+            --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
+        mkdir -p "$exp"
+        # 1. CTC needs at least one encoder frame per target token: fail early, with figures, if the
+        #    source is too short for the target (BPE too coarse, too much subsampling).
+        python -m espnet2_ext.bin.step2 check_lengths --config "$step2_config" --src_tokens "$units/$train_set/tokens" \
+            --text "$data/$train_set/text" "${step2_tgt_opts[@]}" --max_infeasible "$step2_max_ctc_infeasible" --out "$exp/length_check.json" || exit 1
+        # 2. shapes for ESPnet's batching
+        stats=$exp/stats
+        if [ ! -f "$stats/.done" ]; then
+            ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
+                --collect_stats true --config "$step2_config" --ngpu 0 "${opts[@]}" \
+                --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
+            touch "$stats/.done"
+        fi
+        # 3. training (resumes from checkpoint.pth after an interruption)
+        log "step 2 $system: training (log: $logdir/step2/$system/train.log)"
+        local train_opts=(--config "$step2_config" --ngpu "$ngpu" "${opts[@]}"
+            --train_shape_file "$stats/train/src_text_shape" --train_shape_file "$stats/train/text_shape"
+            --valid_shape_file "$stats/valid/src_text_shape" --valid_shape_file "$stats/valid/text_shape"
+            --fold_length 500 --fold_length 150 --use_tensorboard false --use_matplotlib false
+            --resume true --output_dir "$exp")
+        (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
+        ${cmd} --num_threads 2 "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
+        [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$system/train.log"
+        touch "$exp/.done"
+    done
+}
+
+stage_decode() {
+    # Per step-2 system: joint CTC/attention beam search over test_sets, nj jobs each decoding its
+    # shard of every set (espnet2_ext.bin.discrete_asr_inference); exp/step2_<system>/decode/<set>/text
+    # and the challenge submission files in exp/step2_<system>/submission/.
+    [ -f "$step2_decode_config" ] || die "--step2_decode_config $step2_decode_config not found"
+    local systems system units exp dec sets=() set
+    systems=$(step2_systems) || exit 1
+    for set in $test_sets; do [ -f "$data/$set/text" ] && sets+=("$set"); done
+    [ ${#sets[@]} -gt 0 ] || die "none of the test sets exists in $data: $test_sets"
+    for system in $systems; do
+        units=$workdir/dump/units/$system exp=$workdir/exp/step2_$system dec=$workdir/exp/step2_$system/decode
+        if [ -f "$dec/.done" ]; then log "step 2 $system already decoded: $dec (remove it to redo)"; continue; fi
+        [ -f "$exp/.done" ] || die "$exp is not trained; run stage 9 (step2) first"
+        rm -rf "$dec"
+        log "step 2 $system: decoding ${sets[*]} (logs: $logdir/step2/$system/decode.*.log)"
+        ${decode_cmd} JOB=1:"$nj" "$logdir/step2/$system/decode.JOB.log" python -m espnet2_ext.bin.discrete_asr_inference \
+            --ngpu 0 --config "$step2_decode_config" --batch_size 1 \
+            --data_path_and_name_and_type "$units/{set}/text,src_text,text" --sets "${sets[@]}" \
+            --mt_train_config "$exp/config.yaml" --mt_model_file "$exp/$step2_model" \
+            --output_dir "$dec/{set}/output.JOB" --shard JOB --nshard "$nj"
+        python -m espnet2_ext.bin.step2 merge --decode_dir "$dec" --sets "${sets[@]}" --src_pattern "$units/{set}/text"
+        python -m espnet2_ext.bin.step2 submission --units_dir "$units" --decode_dir "$dec" --sets "${sets[@]}" \
+            --out_dir "$exp/submission"
+        touch "$dec/.done"
     done
 }
 
@@ -556,8 +661,13 @@ stage_score() {
         sets=()
         for set in $test_sets; do [ -f "$dir/$set/text" ] && sets+=("$set"); done
         [ ${#sets[@]} -gt 0 ] || { log "$system: no hypotheses for any of: $test_sets"; continue; }
+        local streams=()
+        if [[ $system == step2_* ]]; then  # bitrate of the source tokens the discrete ASR model consumes
+            local units=$workdir/dump/units/${system#step2_}
+            streams=(--stream "units:$(python -m espnet2_ext.bin.step2 vocab_size --bpemodel "$units/src_bpe/bpe.model"):$units/{set}/tokens")
+        fi
         python -m espnet2_ext.bin.score --data_dir "$data" --hyp_dir "$dir" --sets "${sets[@]}" \
-            --out_dir "$(dirname "$dir")/score" --fs "$fs" >/dev/null
+            --out_dir "$(dirname "$dir")/score" --fs "$fs" "${streams[@]}" >/dev/null
         log "$system: scores in exp/$system/score/scores.md"
         found=$((found + 1))
     done
@@ -569,6 +679,19 @@ stage_results() {
     python -m espnet2_ext.bin.results --workdir "$workdir" \
         --title "Results: recipe $(basename "$config" .yaml), work directory $(basename "$(dirname "$workdir")")/$(basename "$workdir")"
     log "results: $workdir/RESULTS.md"
+}
+
+stage_pack() {
+    # Per system in pack_systems: exp/pack/<system>/ (+ .tar.gz) with everything that decodes raw audio
+    # (python -m espnet2_ext.bin.recognize --model_dir exp/pack/<system> ...).
+    [[ $pack_copy_ssl == true || $pack_copy_ssl == false ]] || die "--pack_copy_ssl must be true or false (got '$pack_copy_ssl')"
+    local system
+    for system in $pack_systems; do
+        python -m espnet2_ext.bin.pack --workdir "$workdir" --system "$system" --out_dir "$workdir/exp/pack/$system" \
+            --model_file "$step2_model" --decode_config "$step2_decode_config" --copy_ssl "$pack_copy_ssl" || exit 1
+        log "pack: $workdir/exp/pack/$system (+ .tar.gz); decode audio with: python -m espnet2_ext.bin.recognize" \
+            "--model_dir $workdir/exp/pack/$system --wav_scp <wav.scp> --output <text>"
+    done
 }
 
 log "workdir=$workdir config=$config stages $stage..$stop_stage backend=$cmd_backend"

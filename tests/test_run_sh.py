@@ -23,7 +23,7 @@ def test_help_lists_every_stage_and_marks_unbuilt_ones(repo_root: Path, cli_env:
     names = [ln.split()[1] for ln in stage_lines]
     assert names[:2] == ["corpus", "data"] and names[10] == "score"
     for ln in stage_lines:
-        built = ln.split()[1] in {"corpus", "data", "ssl", "finetune", "score"}
+        built = ln.split()[1] in {"corpus", "data", "ssl", "finetune", "step1", "weights", "score"}
         assert ("not built yet" in ln) != built, ln
     assert "--mlsuperb_root" in r.stdout
 
@@ -68,10 +68,16 @@ def test_command_line_overrides_config_and_paths_are_relative_to_cwd(
 
 
 def test_unbuilt_stage_stops_the_run_and_says_so(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "5", "--stop_stage", "7"], cli_env)
+    # the first stage still marked "not built yet" by --help (the list shrinks as stages are built)
+    unbuilt = [ln.split()[:2] for ln in run_sh(repo_root, ["--help"], cli_env).stdout.splitlines()
+               if ln[:4].strip().isdigit() and "not built yet" in ln]
+    if not unbuilt:
+        pytest.skip("every stage is built")
+    n, name = unbuilt[0]
+    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", n, "--stop_stage", "13"], cli_env)
     assert r.returncode == 0
-    assert "stage 5 (step1): NOT BUILT YET" in r.stderr
-    assert "stage 6" not in r.stderr
+    assert f"stage {n} ({name}): NOT BUILT YET" in r.stderr
+    assert f"stage {int(n) + 1} " not in r.stderr
 
 
 def test_recipe_config_values_become_shell_strings(tmp_path: Path) -> None:
