@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from espnet2.asr.ctc import CTC
 from espnet2.tasks import asr as espnet_asr
@@ -38,10 +37,9 @@ from typeguard import typechecked
 
 from espnet2_ext.frontend import SSLFrontend
 from espnet2_ext.tasks.common import (
+    StrictLoadingMixin,
     build_choice,
-    config_next_to,
     extend_choices,
-    load_model_file_checked,
     load_state_dict_checked,  # noqa: F401  (part of this module's interface)
     read_token_list,
 )
@@ -63,7 +61,7 @@ decoder_choices = extend_choices(espnet_asr.decoder_choices)
 preprocessor_choices = espnet_asr.preprocessor_choices
 
 
-class ASRTask(LayerWeightsLR, espnet_asr.ASRTask):
+class ASRTask(LayerWeightsLR, StrictLoadingMixin, espnet_asr.ASRTask):
     """ESPnet ASR with the SSL frontend; see the module docstring."""
 
     class_choices_list = [
@@ -149,33 +147,3 @@ class ASRTask(LayerWeightsLR, espnet_asr.ASRTask):
         if getattr(args, "init", None) is not None:
             initialize(model, args.init)
         return model
-
-    @classmethod
-    @typechecked
-    def build_model_from_file(
-        cls,
-        config_file: Path | str | None = None,
-        model_file: Path | str | None = None,
-        device: str = "cpu",
-    ) -> tuple[AbsESPnetModel, argparse.Namespace]:
-        """Rebuild a model from its config.yaml and load ``model_file`` strictly.
-
-        Args:
-            config_file: the training config.yaml (default: the one next to ``model_file``).
-            model_file: a ``*.pth`` state dict saved by ESPnet's trainer (None: no weights).
-            device: "cpu", "cuda", "cuda:N" or "mps".
-
-        Returns:
-            ``(model, args)`` like ESPnet's.
-
-        Raises:
-            ValueError: the file misses tensors the model needs (other than a frozen SSL
-                upstream's) or holds tensors the model does not have.
-        """
-        config_file = config_next_to(config_file, model_file)
-        # ESPnet's reads the config, builds through cls.build_model (ours), moves the model and
-        # adds adapters; the weights we load ourselves.
-        model, args = super().build_model_from_file(config_file, None, device)
-        if model_file is not None:
-            load_model_file_checked(model, model_file)
-        return model, args

@@ -55,6 +55,44 @@ def read_token_list(value: str | list | tuple, option: str = "token_list") -> li
     raise ValueError(f"{option} must be a file path or a list of tokens, got {type(value).__name__}")
 
 
+class StrictLoadingMixin:
+    """Mix into an ESPnet task (before it): ``build_model_from_file`` that loads the weights strictly.
+
+    ESPnet's ``AbsTask.build_model_from_file`` loads with ``strict=False``, which silently keeps
+    random weights for anything the file lacks; this one raises instead (see
+    :func:`load_state_dict_checked`).
+    """
+
+    @classmethod
+    def build_model_from_file(
+        cls,
+        config_file: Path | str | None = None,
+        model_file: Path | str | None = None,
+        device: str = "cpu",
+    ) -> tuple[torch.nn.Module, argparse.Namespace]:
+        """Rebuild a model from its config.yaml and load ``model_file`` strictly.
+
+        Args:
+            config_file: the training config.yaml (default: the one next to ``model_file``).
+            model_file: a ``*.pth`` state dict saved by ESPnet's trainer (None: no weights).
+            device: "cpu", "cuda", "cuda:N" or "mps".
+
+        Returns:
+            ``(model, args)`` like ESPnet's.
+
+        Raises:
+            ValueError: the file misses tensors the model needs (other than those a module
+                rebuilds itself, e.g. a frozen SSL upstream's) or holds tensors it does not have.
+        """
+        config_file = config_next_to(config_file, model_file)
+        # ESPnet's reads the config, builds through cls.build_model, moves the model and adds
+        # adapters; the weights are loaded here.
+        model, args = super().build_model_from_file(config_file, None, device)
+        if model_file is not None:
+            load_model_file_checked(model, model_file)
+        return model, args
+
+
 def config_next_to(config_file: Path | str | None, model_file: Path | str | None) -> Path | str:
     """``config_file``, or the ``config.yaml`` next to ``model_file`` when it is None.
 

@@ -1,0 +1,210 @@
+"""Stages 9-11 (step 2: discrete-unit ASR training, decoding, scoring) on a FAKE unit dump.
+
+The module fixture writes what stages 2 and 8 would leave (transcripts, unit strings, source BPE
+model, BPE tokens) for one unit system, then runs ``./run.sh --stage 9 --stop_stage 11`` on it as a
+user would; the tests read its outputs. The units are a deterministic function of the characters
+(two units per letter), so the tiny model has something to learn, but the tests assert only what
+does not depend on accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from espnet2_ext.bin import step2
+from espnet2_ext.tokenizer.bpe import encode_text, train_bpe
+from espnet2_ext.tokenizer.unit_text import units_to_text
+from espnet2_ext.utils.fileio import read_kaldi_text, write_kaldi_text
+
+SYSTEM = "baseline"  # a name conf/units/tiny.yaml knows
+SETS = {"train": 32, "dev": 8, "test_1h": 8, "dev_clean": 6}
+TEST_SETS = ["test_1h", "dev_clean"]
+LETTERS = "abcde"
+
+
+def fake_units(text: str) -> list[int]:
+    """Two units per letter, unit 10 for a space: what a perfect tokenizer of this toy language gives."""
+    out: list[int] = []
+    for c in text:
+        out += [10] if c == " " else [2 * LETTERS.index(c), 2 * LETTERS.index(c) + 1]
+    return out
+
+
+def write_fake_workdir(wd: Path) -> None:
+    """data/<set>/{text,utt2lang,utt2num_samples} and dump/units/<SYSTEM>/ as stage 8 writes it."""
+    rng = np.random.default_rng(0)
+    units_dir = wd / "dump/units" / SYSTEM
+    for set_name, n in SETS.items():
+        utts = [f"{set_name}_{'eng' if i % 2 else 'deu'}_{i:04d}" for i in range(n)]
+        texts = {u: " ".join("".join(rng.choice(list(LETTERS), rng.integers(1, 4))) for _ in range(3)) for u in utts}
+        data = wd / "data" / set_name
+        write_kaldi_text(data / "text", texts.items())
+        write_kaldi_text(data / "utt2lang", ((u, u.split("_")[-2]) for u in utts))
+        write_kaldi_text(data / "utt2num_samples", ((u, "32000") for u in utts))
+        write_kaldi_text(units_dir / set_name / "text", ((u, units_to_text(fake_units(t))) for u, t in texts.items()))
+        (units_dir / set_name / ".done").touch()
+    train_bpe(units_dir / "train/text", units_dir / "src_bpe", vocab_size=16)
+    for set_name in SETS:
+        encode_text(units_dir / "src_bpe/bpe.model", units_dir / set_name / "text", units_dir / set_name / "tokens")
+    (units_dir / ".done").touch()
+
+
+def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args],
+        cwd=repo_root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+
+
+STEP2_ARGS = [
+    "--unit_systems",
+    SYSTEM,
+    "--test_sets",
+    " ".join(TEST_SETS),
+    "--nj",
+    "2",
+    "--step2_config",
+    "conf/step2/tiny.yaml",
+    "--step2_decode_config",
+    "conf/decode/step2_demo.yaml",
+]
+
+
+@pytest.fixture(scope="module")
+def workdir(repo_root: Path, cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = tmp_path_factory.mktemp("step2")
+    write_fake_workdir(wd)
+    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return wd
+
+
+def exp(wd: Path) -> Path:
+    return wd / "exp" / f"step2_{SYSTEM}"
+
+
+# ------------------------------------------------------------------ training (stage 9)
+def test_training_writes_a_discrete_asr_model_that_rebuilds_strictly(workdir: Path, tmp_path: Path) -> None:
+    from espnet2.asr.discrete_asr_espnet_model import ESPnetDiscreteASRModel
+
+    from espnet2_ext.tasks.discrete_asr import DiscreteASRTask
+
+    config = yaml.safe_load((exp(workdir) / "config.yaml").read_text(encoding="utf-8"))
+    assert config["model"] == "discrete_asr" and config["token_type"] == "char"
+    assert config["src_token_list"] == (workdir / f"dump/units/{SYSTEM}/src_bpe/tokens.txt").read_text().split()
+    assert config["src_tokenizer_encode_conf"] == {"enable_sampling": True, "alpha": 0.1, "nbest_size": -1}
+    model_file = exp(workdir) / "valid.acc.ave.pth"
+    model, _ = DiscreteASRTask.build_model_from_file(None, model_file)
+    assert isinstance(model, ESPnetDiscreteASRModel) and model.ctc is not None and model.specaug is not None
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    del state["ctc.ctc_lo.weight"]
+    torch.save(state, tmp_path / "incomplete.pth")
+    with pytest.raises(ValueError, match=r"1 missing tensor\(s\) \['ctc.ctc_lo.weight'\]"):
+        DiscreteASRTask.build_model_from_file(exp(workdir) / "config.yaml", tmp_path / "incomplete.pth")
+    check = json.loads((exp(workdir) / "length_check.json").read_text())
+    assert check["utterances"] == SETS["train"] and check["ctc_infeasible"] == 0
+
+
+def test_bpe_dropout_samples_the_source_in_training_only(workdir: Path) -> None:
+    import argparse
+
+    from espnet2_ext.tasks.discrete_asr import DiscreteASRTask
+
+    args = argparse.Namespace(**yaml.safe_load((exp(workdir) / "config.yaml").read_text(encoding="utf-8")))
+    units = read_kaldi_text(workdir / f"dump/units/{SYSTEM}/train/text")
+    utt, src = max(units.items(), key=lambda kv: len(kv[1]))
+    tokens = read_kaldi_text(workdir / f"dump/units/{SYSTEM}/train/tokens")[utt].split()
+    ids = {t: i for i, t in enumerate(args.src_token_list)}
+
+    def segmentations(train: bool) -> set[tuple[int, ...]]:
+        fn = DiscreteASRTask.build_preprocess_fn(args, train=train)
+        return {tuple(fn(utt, {"src_text": src, "text": "a"})["src_text"]) for _ in range(30)}
+
+    assert segmentations(train=False) == {tuple(ids[t] for t in tokens)}, "decoding sees the dumped tokens"
+    assert len(segmentations(train=True)) > 1, "training sees BPE-dropout variants"
+
+
+# ------------------------------------------------------------------ decoding (stage 10)
+def test_every_test_utterance_has_a_hypothesis(workdir: Path) -> None:
+    tokens = set((workdir / "data/token_list/char/tokens.txt").read_text(encoding="utf-8").split())
+    for set_name in TEST_SETS:
+        hyps = read_kaldi_text(exp(workdir) / "decode" / set_name / "text", allow_empty_value=True)
+        assert list(hyps) == sorted(read_kaldi_text(workdir / "data" / set_name / "text"))
+        assert set("".join(hyps.values()).replace(" ", "")) <= tokens
+        shards = sorted((exp(workdir) / "decode" / set_name).glob("output.*/keys.scp"))
+        assert len(shards) == 2, "nj=2 jobs, each decoding its shard"
+    assert (exp(workdir) / "decode/.done").is_file()
+
+
+def test_submission_files(workdir: Path) -> None:
+    sub = exp(workdir) / "submission"
+    vocab = json.loads((sub / "vocab.json").read_text(encoding="utf-8"))
+    assert list(vocab) == ["0"] and len(vocab["0"]) == 16
+    for set_name in TEST_SETS:
+        units = json.loads((sub / set_name / "units.json").read_text(encoding="utf-8"))
+        dumped = read_kaldi_text(workdir / f"dump/units/{SYSTEM}/{set_name}/tokens")
+        assert units == {u: [t.split()] for u, t in sorted(dumped.items())}
+        assert (sub / set_name / "text").read_text() == (exp(workdir) / "decode" / set_name / "text").read_text()
+
+
+# ------------------------------------------------------------------ scoring (stage 11)
+def test_scores_include_the_bitrate_of_the_source_tokens(workdir: Path) -> None:
+    scores = json.loads((exp(workdir) / "score/scores.json").read_text(encoding="utf-8"))
+    assert set(scores["sets"]) == set(TEST_SETS)
+    bitrate = scores["summary"]["bitrate"]
+    pieces = sum(
+        len(v.split())
+        for s in TEST_SETS
+        for v in read_kaldi_text(workdir / f"dump/units/{SYSTEM}/{s}/tokens", allow_empty_value=True).values()
+    )
+    seconds = 2.0 * sum(SETS[s] for s in TEST_SETS)
+    assert bitrate["streams"] == [{"name": "units", "vocab_size": 16, "n_tokens": pieces}], "V = the 16 BPE pieces"
+    assert bitrate["pooled_bps"] == pytest.approx(pieces / seconds * np.log2(16))
+
+
+def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], workdir: Path) -> None:
+    before = (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime
+    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "9", "--stop_stage", "10", *STEP2_ARGS], cli_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "already trained" in r.stderr and "already decoded" in r.stderr
+    assert (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime == before
+
+
+# ------------------------------------------------------------------ helpers
+def test_ctc_min_frames_counts_a_blank_between_repeats() -> None:
+    assert step2.ctc_min_frames(list("abc")) == 3
+    assert step2.ctc_min_frames(list("abbc")) == 5
+    assert step2.ctc_min_frames([]) == 0
+
+
+def test_check_lengths_fails_when_subsampling_leaves_too_few_frames(workdir: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/step2/tiny.yaml").read_text())
+    config["encoder_conf"]["input_layer"] = "conv2d6"  # 6x fewer frames than units
+    (tmp_path / "coarse.yaml").write_text(yaml.safe_dump(config))
+    units = workdir / f"dump/units/{SYSTEM}/train/tokens"
+    args = ["check_lengths", "--src_tokens", str(units), "--text", str(workdir / "data/train/text")]
+    assert step2.main([*args, "--config", str(tmp_path / "coarse.yaml"), "--out", str(tmp_path / "c.json")]) == 1
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["encoder_subsampling"] >= 5 and report["ctc_infeasible"] == SETS["train"]
+
+
+def test_merge_names_the_utterances_without_a_hypothesis(tmp_path: Path) -> None:
+    write_kaldi_text(tmp_path / "dec/test/output.1/1best_recog/text", [("u1", "a b")])
+    write_kaldi_text(tmp_path / "src/test/text", [("u1", "x"), ("u2", "y")])
+    args = ["merge", "--decode_dir", str(tmp_path / "dec"), "--sets", "test", "--src_pattern"]
+    assert step2.main([*args, str(tmp_path / "src/{set}/text")]) == 2
+    assert not (tmp_path / "dec/test/text").exists()
+    write_kaldi_text(tmp_path / "dec/test/output.2/1best_recog/text", [("u2", "")])
+    assert step2.main([*args, str(tmp_path / "src/{set}/text")]) == 0
+    assert (tmp_path / "dec/test/text").read_text() == "u1 a b\nu2\n"
