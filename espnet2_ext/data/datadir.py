@@ -298,7 +298,8 @@ def measure_audio(path: str, fs: int) -> tuple[int, list[str]]:
 
     Returns:
         ``(num_samples, problems)``: samples per channel actually decoded, and a list of
-        problems (empty when the file is usable: decodable, ``fs`` Hz, mono, >= 1 sample).
+        problems (empty when the file is usable: decodable to its end, ``fs`` Hz, mono, >= 1 sample,
+        not all zero).
     """
     import soundfile as sf  # lazy: keeps the data-prep CLI fast to start
 
@@ -311,11 +312,13 @@ def measure_audio(path: str, fs: int) -> tuple[int, list[str]]:
         with sf.SoundFile(path) as f:
             rate, channels, header_frames = f.samplerate, f.channels, f.frames
             n = 0
+            peak = 0.0
             while True:
                 block = f.read(frames=1 << 18, dtype="float32", always_2d=True)
                 if len(block) == 0:
                     break
                 n += len(block)
+                peak = max(peak, float(abs(block).max()))
     except (RuntimeError, OSError, ValueError, EOFError) as e:  # libsndfile errors are RuntimeErrors
         return 0, [f"cannot decode ({str(e).strip() or type(e).__name__})"]
     if rate != fs:
@@ -324,9 +327,32 @@ def measure_audio(path: str, fs: int) -> tuple[int, list[str]]:
         problems.append(f"{channels} channels, expected mono")
     if n == 0:
         problems.append("no samples")
-    elif 0 < n < header_frames:
-        logger.warning("%s: header says %d samples but only %d decoded (truncated?)", path, header_frames, n)
+    elif n < (declared := max(header_frames, _wav_declared_frames(path) or 0)):
+        # a cut-off copy: the transcript would no longer match the audio
+        problems.append(f"truncated: header says {declared} samples, only {n} decoded")
+    elif peak == 0.0:
+        # digital silence cannot carry its transcript (near-silent recordings are left alone)
+        problems.append("silent (every sample is 0)")
     return n, problems
+
+
+def _wav_declared_frames(path: str) -> int | None:
+    """Frames a PCM WAV's ``data`` chunk header declares, or None (not PCM WAV, or length unknown).
+
+    libsndfile silently shortens a WAV whose data chunk runs past the end of the file, so a
+    cut-off copy reads as a shorter, valid file; the stdlib ``wave`` reader keeps the declared size.
+    """
+    import wave
+
+    if not path.lower().endswith(".wav"):
+        return None
+    try:
+        with wave.open(path, "rb") as w:
+            declared = w.getnframes()
+    except (wave.Error, EOFError, OSError):
+        return None
+    # streaming writers put 0 or 0xFFFFFFFF in the size field when the length is unknown
+    return declared if 0 < declared < 0xFFFFFFFF // 8 else None
 
 
 def _fix_hint(problems: Iterable[str], fs: int) -> str:
@@ -334,7 +360,7 @@ def _fix_hint(problems: Iterable[str], fs: int) -> str:
     text = " ".join(problems)
     if "sample rate" in text or "channels" in text:
         hints.append(f"resample/downmix to {fs} Hz mono, e.g. `sox IN -r {fs} -c 1 OUT.wav`")
-    if "decode" in text or "empty" in text or "no samples" in text:
+    if any(w in text for w in ("decode", "empty", "no samples", "truncated", "silent")):
         hints.append("re-export or re-encode the broken files, or remove those utterances from the source transcripts")
     if "not found" in text:
         hints.append("check the paths in wav.scp and rerun data preparation")

@@ -45,7 +45,7 @@ import soundfile as sf
 import yaml
 from tqdm import tqdm
 
-from espnet2_ext.utils.fileio import DataError, atomic_open, atomic_write_text, write_kaldi_text
+from espnet2_ext.utils.fileio import DataError, atomic_open, atomic_write_text, stale_temp_files, write_kaldi_text
 
 logger = logging.getLogger(__name__)
 
@@ -935,7 +935,9 @@ def corpus_stats(utts: Sequence[Utterance], seconds: dict[str, float]) -> dict:
 def finalize(out_dir: str | os.PathLike) -> dict:
     """Check all planned audio, write transcripts and ``corpus_stats.json``, then ``.done``.
 
-    ``.done`` is removed first, so it exists only while the corpus is known complete.
+    ``.done`` is removed first, so it exists only while the corpus is known complete. Temporary
+    files of killed synth jobs are removed, so an interrupted and resumed build ends up with
+    exactly the files of an uninterrupted one.
 
     Returns:
         The corpus statistics (also written to ``out_dir/corpus_stats.json``).
@@ -946,6 +948,11 @@ def finalize(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     (out_dir / DONE_FILE).unlink(missing_ok=True)
     utts = read_plan(out_dir)
+    stale = stale_temp_files(out_dir)  # a synth job killed mid-write leaves its temporary file
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.warning("%s: removed %d temporary file(s) left by killed jobs (first: %s)", out_dir, len(stale), stale[0])
     seconds = _durations(out_dir, utts)
     write_layout(out_dir, utts)
     stats = corpus_stats(utts, seconds)

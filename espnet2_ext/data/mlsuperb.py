@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from espnet2_ext.data.datadir import DataDir, sort_ids
-from espnet2_ext.utils.fileio import DataError, listing
+from espnet2_ext.utils.fileio import DataError, iter_utf8_lines, listing
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ DEV_TRANSCRIPT = "transcript_10min_dev.txt"
 TEST_TRANSCRIPT = "transcript_10min_test.txt"
 FEW_SHOT_UTTS = 5
 _MAX_LISTED = 20
+_ISO3_RE = re.compile(r"^[a-z]{3}$")
 
 
 def lang_of(utt_id: str) -> str:
@@ -93,13 +95,8 @@ def _iter_transcript(path: Path) -> Iterator[tuple[int, list[str]]]:
     Not :func:`espnet2_ext.utils.fileio.iter_kaldi_text`: this is not a ``key value`` file, and
     blank or short lines must be counted against a tolerance instead of failing at once.
     """
-    lineno = 0
-    try:
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                yield lineno, line.strip().split(maxsplit=2)
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+    for lineno, line in iter_utf8_lines(path):
+        yield lineno, line.strip().split(maxsplit=2)
 
 
 def _read_transcript(path: Path, iso3: str, stats: _LineStats) -> list[_Utt]:
@@ -140,6 +137,12 @@ def find_language_dirs(root: str | os.PathLike) -> list[tuple[str, str, Path]]:
     if not found:
         raise DataError(
             f"{root}: no ML-SUPERB transcripts found; expected {root}/<dataset>/<iso3>/transcript_10min_train.txt"
+        )
+    bad = [f"{d}" for _, iso3, d in found if not _ISO3_RE.match(iso3)]
+    if bad:
+        raise DataError(
+            f"{len(bad)} language folder(s) not named by an ISO 639-3 code (three lower-case letters): "
+            f"{listing(bad, 5)}; ML-SUPERB names each <dataset>/<iso3> folder by its language code (rename them)"
         )
     unknown = sorted({ds for ds, _, _ in found} - set(ML_SUPERB_DATASETS))
     if unknown:
@@ -213,6 +216,13 @@ def prepare_mlsuperb(
         raise DataError(f"unknown ML-SUPERB setup '{setup}'; choose one of {', '.join(SETUPS)}")
     if not 0.0 <= max_bad_fraction <= 1.0:
         raise DataError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
+    reserved_langs = list(reserved_langs)
+    malformed = [code for code in reserved_langs if not _ISO3_RE.match(code)]
+    if malformed:
+        raise DataError(
+            f"reserved languages: {', '.join(repr(c) for c in malformed)} not ISO 639-3 code(s) (three lower-case "
+            "letters, e.g. 'lit'); fix --reserved_langs (space- or comma-separated codes)"
+        )
     root = Path(root)
     files = {"train": TRAIN_TRANSCRIPT[setup], "dev": DEV_TRANSCRIPT, "test": TEST_TRANSCRIPT}
     stats = _LineStats()

@@ -11,11 +11,19 @@ Two rules hold everywhere in the project:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+TMP_SUFFIX = ".tmp"
+# mkstemp's random part: 8 characters of [a-z0-9_]
+_TMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+# errno values of a full disk or quota
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
 
 
 class DataError(ValueError):
@@ -26,7 +34,10 @@ class DataError(ValueError):
 def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open ``path`` for writing through a temporary file renamed into place on success.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. A full disk
+    (``ENOSPC``/``EDQUOT``) is re-raised as the same ``OSError`` with a message naming ``path``.
+    Only a killed process (SIGKILL) can leave the temporary file behind; :func:`stale_temp_files`
+    finds those.
 
     Example:
         >>> with atomic_open(tmp / "text") as f:   # doctest: +SKIP
@@ -36,17 +47,41 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
         raise ValueError(f"atomic_open only writes; got mode {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise _disk_error(e, path) from e
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_FULL:
+            raise _disk_error(e, path) from e
         raise
+
+
+def _disk_error(e: OSError, path: Path) -> OSError:
+    """``e`` again (same class and errno), its message naming ``path`` and the fix when the disk is full."""
+    if e.errno not in _DISK_FULL:
+        return e
+    return type(e)(
+        e.errno,
+        f"{os.strerror(e.errno)} while writing {path}; nothing was written there (the previous file, if any, "
+        f"is unchanged). Free space on the file system of {path.parent} and rerun the stage",
+    )
+
+
+def stale_temp_files(root: str | os.PathLike) -> list[Path]:
+    """Temporary files :func:`atomic_open` left under ``root`` when its process was killed (SIGKILL).
+
+    Only names of the form ``.<name>.<8 random chars>.tmp`` are returned, sorted.
+    """
+    return sorted(p for p in Path(root).rglob(f".*{TMP_SUFFIX}") if _TMP_RE.match(p.name) and p.is_file())
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -78,21 +113,36 @@ def iter_kaldi_text(path: str | os.PathLike, allow_empty_value: bool = False) ->
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found; run the stage that writes it first")
-    with open(path, encoding="utf-8") as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, start=1):
-                line = line.rstrip("\n").rstrip("\r")
-                if not line.strip():
-                    raise DataError(f"{path}:{lineno}: empty line; remove it")
-                parts = line.split(maxsplit=1)
-                key = parts[0]
-                value = parts[1].strip() if len(parts) > 1 else ""
-                if not value and not allow_empty_value:
-                    raise DataError(f"{path}:{lineno}: '{key}' has no value; expected '<key> <value>'")
-                yield lineno, key, value
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}:{lineno + 1}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from None
+    for lineno, line in iter_utf8_lines(path):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            raise DataError(f"{path}:{lineno}: empty line; remove it")
+        parts = line.split(maxsplit=1)
+        key = parts[0]
+        value = parts[1].strip() if len(parts) > 1 else ""
+        if not value and not allow_empty_value:
+            raise DataError(f"{path}:{lineno}: '{key}' has no value; expected '<key> <value>'")
+        yield lineno, key, value
+
+
+def iter_utf8_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """Yield ``(lineno, line)`` of a UTF-8 text file, line endings kept.
+
+    Lines are decoded one by one (a text-mode file decodes whole blocks, so its error would
+    point at the wrong line).
+
+    Raises:
+        DataError: ``path:lineno`` of the first line that is not valid UTF-8.
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: not valid UTF-8 ({e.reason} at byte {e.start} of the line); "
+                    "re-encode the file as UTF-8"
+                ) from None
 
 
 def read_kaldi_text(path: str | os.PathLike, allow_empty_value: bool = False) -> dict[str, str]:
