@@ -110,6 +110,7 @@ EOF
 Examples:
   ./run.sh                                    # the whole demo recipe
   ./run.sh --stage 2 --stop_stage 2           # redo data preparation only
+  ./run.sh --stage 5 --stop_stage 6 --step1_upstreams ssl  # step 1 on the pre-trained SSL model only
   egs2/ml_superb/asr2/run.sh --mlsuperb_root /data/ml_superb --librispeech_root /data/LibriSpeech
 EOF
 }
@@ -154,6 +155,9 @@ last_stage=${#stage_table[@]}
 [[ $ngpu =~ ^[0-9]+$ ]] || die "--ngpu must be a non-negative integer (got '$ngpu')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
+# ESPnet's data options are "path,name,type" and Kaldi lists split on whitespace: outputs cannot live there
+case $workdir in *[[:space:],]*) die "--workdir '$workdir' contains whitespace or a comma, which ESPnet's" \
+    "'path,name,type' data options and Kaldi-style lists cannot hold; choose a path without them" ;; esac
 
 # shellcheck source=cmd.sh
 . ./cmd.sh
