@@ -59,7 +59,10 @@ def fit_kmeans(
     if k < 1:
         raise ValueError(f"k-means needs k >= 1 centroids, got k={k}")
     if x.shape[0] < k:
-        raise ValueError(f"k-means with k={k} centroids needs at least {k} frames, got N={x.shape[0]}")
+        raise ValueError(
+            f"k-means with k={k} centroids needs at least {k} frames, got N={x.shape[0]}; lower k (the units "
+            "config's `k`) or learn from more audio (a larger `portion` of the training set)"
+        )
     if not np.isfinite(x).all():
         raise ValueError("k-means input holds NaN or inf values; check the features it was given")
     kmeans = faiss.Kmeans(

@@ -1,0 +1,89 @@
+"""k-means and unit files under bad input and faults: too few frames, same seed, a full disk while writing units."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from espnet2_ext.tokenizer.dump import merge_units
+from espnet2_ext.tokenizer.kmeans import assign, fit_kmeans
+from espnet2_ext.utils import fileio
+from espnet2_ext.utils.fileio import stale_temp_files, write_kaldi_text
+
+
+def test_more_centroids_than_frames_names_the_fix() -> None:
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"k=10 centroids needs at least 10 frames, got N=5; lower k .*larger `portion`"):
+        fit_kmeans(x, k=10)
+
+
+def test_nan_features_are_rejected() -> None:
+    x = np.ones((50, 4), dtype=np.float32)
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        fit_kmeans(x, k=4)
+
+
+def test_same_seed_gives_the_same_units_another_seed_does_not() -> None:
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(c, 1.0, (300, 8)) for c in range(0, 60, 6)]).astype(np.float32)
+    a, b = fit_kmeans(x, k=12, seed=3), fit_kmeans(x, k=12, seed=3)
+    assert np.array_equal(a, b) and np.array_equal(assign(x, a), assign(x, b))
+    assert not np.array_equal(fit_kmeans(x, k=12, seed=4), a)
+
+
+def _units_dir(root: Path, utts: int) -> tuple[Path, Path]:
+    """A set's data dir and its unit dump with two shards of ``utts`` utterances (~2 kB each)."""
+    data, out = root / "data", root / "units"
+    data.mkdir()
+    ids = [f"utt{i:05d}" for i in range(utts)]
+    write_kaldi_text(data / "wav.scp", [(u, f"/a/{u}.wav") for u in ids])
+    units = " ".join(["123"] * 500)
+    for j in (1, 2):
+        write_kaldi_text(out / "split" / f"units.{j}", [(u, units) for u in ids[j - 1 :: 2]])
+    return data, out
+
+
+def test_full_disk_while_merging_units_leaves_no_units_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data, out = _units_dir(tmp_path, 10)
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fileio.os, "fsync", full)
+    with pytest.raises(OSError, match=r"No space left on device while writing .*units/units; nothing was written"):
+        merge_units(out, 2, data)
+    assert not (out / "units").exists() and not stale_temp_files(out)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A real 256 KiB tmpfs (needs root), unmounted afterwards."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    assert r.returncode == 0, f"cannot mount a tmpfs as root: {r.stderr}"
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root; the simulated test above covers this")
+def test_really_full_disk_while_merging_units(small_tmpfs: Path) -> None:
+    data, out = _units_dir(small_tmpfs, 40)  # ~80 kB of shards; the merged file needs as much again
+    st = os.statvfs(small_tmpfs)
+    filler = small_tmpfs / "filler"
+    filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - 40_000))
+    with pytest.raises(OSError) as e:
+        merge_units(out, 2, data)
+    assert e.value.errno == errno.ENOSPC and f"{out / 'units'}" in str(e.value) and "Free space" in str(e.value)
+    assert not (out / "units").exists() and not stale_temp_files(small_tmpfs)
+    filler.unlink()  # space freed: the rerun completes
+    assert merge_units(out, 2, data).read_text().count("\n") == 40
