@@ -33,10 +33,14 @@ import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
 from espnet2_ext.utils.fileio import DataError, listing, read_kaldi_text, write_kaldi_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -365,6 +369,33 @@ def _fix_hint(problems: Iterable[str], fs: int) -> str:
     if "not found" in text:
         hints.append("check the paths in wav.scp and rerun data preparation")
     return "; ".join(hints)
+
+
+def read_wav(path: str, utt: str, expected: int | None = None, fs: int = 16000) -> np.ndarray:
+    """Read one utterance as float32, checking it is mono at ``fs`` and has the measured length.
+
+    Args:
+        path: the audio file (its ``wav.scp`` entry).
+        utt: the utterance id (for messages).
+        expected: samples ``utt2num_samples`` says it has (not checked when None).
+        fs: the sampling rate it must have.
+
+    Returns:
+        (T,) float32 waveform.
+
+    Raises:
+        DataError: naming the file and what to do.
+    """
+    import soundfile as sf  # lazy, as in measure_audio
+
+    audio, rate = sf.read(path, dtype="float32")
+    if rate != fs or audio.ndim != 1:
+        raise DataError(f"{path}: utterance '{utt}' must be {fs} Hz mono, got {rate} Hz with shape {audio.shape}")
+    if expected is not None and len(audio) != expected:
+        raise DataError(f"{path}: '{utt}' has {len(audio)} samples but utt2num_samples says {expected}; re-measure")
+    if len(audio) == 0:
+        raise DataError(f"{path}: utterance '{utt}' is empty")
+    return audio
 
 
 def measure_path(data_dir: str | os.PathLike, shard: int) -> Path:

@@ -9,7 +9,7 @@ model's layers gave 0.89 CER against 0.63 for MFCC units). :func:`run_probe` mea
    batches, ``no_grad``); every selected hidden state is kept in memory as float16, flat
    ``(frames, D)`` per state. Memory: ``frames x D x states x 2`` bytes, frames = hours x 3600 x 50;
    the demo (3.3 h train, ~600k frames, D=192, 9 states) needs ~2 GB.
-   MFCC: ``torchaudio.compliance.kaldi.mfcc`` with Kaldi defaults (25 ms window, 10 ms hop,
+   MFCC (:func:`espnet2_ext.tokenizer.features.mfcc_features`): ``torchaudio.compliance.kaldi.mfcc`` with Kaldi defaults (25 ms window, 10 ms hop,
    23 mel bins, 13 coefficients, ``use_energy=False``, no dither) plus deltas and delta-deltas
    (39 dims, computed at 100 Hz as in HuBERT's first iteration), then every 2nd frame: 20 ms,
    the SSL frame rate. Kept as float32.
@@ -47,10 +47,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from espnet2_ext.data.datadir import read_wav
 from espnet2_ext.scoring.cer import score_set
 from espnet2_ext.scoring.normalize import normalize_for_cer
 from espnet2_ext.ssl.pretrain_demo import length_batches
 from espnet2_ext.ssl.upstream import SAMPLE_RATE, SSLUpstream, UpstreamSpec
+from espnet2_ext.tokenizer.features import mfcc_features
 from espnet2_ext.tokenizer.kmeans import assign, fit_kmeans
 from espnet2_ext.utils.fileio import DataError, atomic_write_text, listing, read_kaldi_text
 
@@ -58,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 10
 MFCC_NAME = "MFCC k-means units"
-_MFCC_MIN_SAMPLES = 400  # one 25 ms window
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 _EXAMPLES = 3  # test hypotheses kept per run in the result, for a quick look
 
@@ -155,25 +156,6 @@ class ProbeSet:
 
 
 # ------------------------------------------------------------------------ features
-def mfcc_features(wav: np.ndarray) -> np.ndarray:
-    """MFCC + deltas + delta-deltas at 20 ms frames.
-
-    Args:
-        wav: (T,) float waveform at 16 kHz; shorter than 25 ms is zero-padded to one window.
-
-    Returns:
-        (ceil(F / 2), 39) float32, F = 1 + (T - 400) // 160 (Kaldi framing, ``snip_edges``).
-    """
-    import torchaudio
-
-    x = torch.from_numpy(np.asarray(wav, dtype=np.float32))
-    x = nn.functional.pad(x, (0, max(0, _MFCC_MIN_SAMPLES - len(x))))
-    mfcc = torchaudio.compliance.kaldi.mfcc(x[None], sample_frequency=SAMPLE_RATE, use_energy=False).T  # (13, F)
-    deltas = torchaudio.functional.compute_deltas(mfcc)
-    feats = torch.cat([mfcc, deltas, torchaudio.functional.compute_deltas(deltas)]).T  # (F, 39)
-    return feats[::2].numpy().astype(np.float32)
-
-
 def _read_set(data_dir: Path, max_utts: int | None, seed: int) -> tuple[list[str], dict, dict, dict | None, dict]:
     """Ids (sorted, optionally a seeded random subset), wav.scp, text, utt2lang, samples per utterance."""
     wav_scp = read_kaldi_text(data_dir / "wav.scp")
@@ -199,17 +181,6 @@ def _read_set(data_dir: Path, max_utts: int | None, seed: int) -> tuple[list[str
         if utt not in num_samples:
             num_samples[utt] = sf.info(wav_scp[utt]).frames
     return utt_ids, wav_scp, texts, utt2lang, num_samples
-
-
-def _read_wav(path: str, utt: str, expected: int) -> np.ndarray:
-    audio, fs = sf.read(path, dtype="float32")
-    if fs != SAMPLE_RATE or audio.ndim != 1:
-        raise DataError(f"{path}: utterance '{utt}' must be 16 kHz mono, got {fs} Hz with shape {audio.shape}")
-    if len(audio) != expected:
-        raise DataError(f"{path}: '{utt}' has {len(audio)} samples but utt2num_samples says {expected}; re-measure")
-    if len(audio) == 0:
-        raise DataError(f"{path}: utterance '{utt}' is empty")
-    return audio
 
 
 def extract_features(
@@ -247,7 +218,7 @@ def extract_features(
     clipped = 0
     progress = tqdm(total=len(utt_ids), desc=f"features {data_dir.name}", unit="utt", mininterval=5)
     for idx in length_batches(lengths, int(batch_seconds * SAMPLE_RATE), random.Random(0)):
-        wavs = [_read_wav(wav_scp[utt_ids[i]], utt_ids[i], lengths[i]) for i in idx]
+        wavs = [read_wav(wav_scp[utt_ids[i]], utt_ids[i], lengths[i]) for i in idx]
         for i, wav in zip(idx, wavs):
             mfccs[i] = mfcc_features(wav)
         wav_lens = torch.tensor([len(w) for w in wavs])

@@ -1,0 +1,224 @@
+"""Stages 7-8 jobs: k-means unit models and units for every set (one subcommand per job).
+
+Subcommands (``C`` = ``conf/units/<recipe>.yaml``, ``S`` = a system name, ``W`` = the workdir)::
+
+    units list        --units_config C [--systems "twostep baseline"]         # names, one a line
+    units spec        --units_config C --system S --workdir W                 # exp/kmeans/S/feature_spec.json
+    units dump_feats  --units_config C --system S --workdir W --data_dir data/train --shard J --nshard N
+    units learn       --units_config C --system S --workdir W                 # exp/kmeans/S/{centroids.npy,...}
+    units dump_units  --model_dir exp/kmeans/S --data_root data --out_root dump/units/S --sets "train dev ..." \
+                      --shard J --nshard N                                    # <set>/split/units.J
+    units finish_sets --data_root data --out_root dump/units/S --sets "..." --nshard N   # <set>/{units,text}
+    units bpe         --units_config C --system S --units_dir dump/units/S --train_set train --sets "..."
+    units stats       --units_config C --system S --units_dir dump/units/S --data_root data --sets "..."
+
+See :mod:`espnet2_ext.tokenizer` for what each writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from espnet2_ext.utils.fileio import DataError, atomic_write_text
+
+logger = logging.getLogger("units")
+
+SPEC_FILE = "feature_spec.json"
+
+
+def _system(args: argparse.Namespace):
+    from espnet2_ext.tokenizer.systems import load_units_config, select_systems
+
+    return select_systems(load_units_config(args.units_config), args.system)[0]
+
+
+def _extractor(spec_or_model, device: str):
+    import torch
+
+    from espnet2_ext.tokenizer.features import FeatureExtractor
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return FeatureExtractor(spec_or_model).to(device)
+
+
+def _read_spec(exp_dir: Path):
+    from espnet2_ext.tokenizer.features import FeatureSpec
+
+    path = exp_dir / SPEC_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: not found; run 'units spec' (stage 7) first")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.pop("system", None)  # the settings it was resolved from, kept for people reading the file
+    return FeatureSpec.from_dict(data)
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.systems import load_units_config, select_systems
+
+    for system in select_systems(load_units_config(args.units_config), args.systems):
+        print(system.name)
+
+
+def cmd_spec(args: argparse.Namespace) -> None:
+    system = _system(args)
+    spec = system.feature_spec(args.workdir)
+    out = args.workdir / "exp" / "kmeans" / system.name / SPEC_FILE
+    atomic_write_text(out, json.dumps({**spec.to_dict(), "system": system.to_dict()}, indent=2) + "\n")
+    logger.info("%s: %s -> %s", system.name, spec.describe(), out)
+
+
+def cmd_dump_feats(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.dump import dump_features
+
+    system = _system(args)
+    exp = args.workdir / "exp" / "kmeans" / system.name
+    if (exp / "feats" / f"lengths.{args.shard}").is_file():  # written last
+        logger.info("%s: feature shard %d already dumped", system.name, args.shard)
+        return
+    extractor = _extractor(_read_spec(exp), args.device)
+    dump_features(extractor, args.data_dir, exp / "feats", system.portion, system.seed, args.shard, args.nshard)
+
+
+def cmd_learn(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.dump import open_features, sample_frames
+    from espnet2_ext.tokenizer.kmeans import fit_kmeans, mean_squared_distance
+    from espnet2_ext.tokenizer.unit_model import UnitModel
+
+    system = _system(args)
+    exp = args.workdir / "exp" / "kmeans" / system.name
+    spec = _read_spec(exp)
+    arrays = open_features(exp / "feats")
+    total = sum(len(a) for a in arrays)
+    x = sample_frames(arrays, system.k * system.max_points_per_centroid, system.seed)
+    logger.info("%s: k-means K=%d on %d of %d dumped frames (%d dims, %.2f GB in RAM)", system.name, system.k,
+                len(x), total, x.shape[1], x.nbytes / 1e9)
+    start = time.monotonic()
+    centroids = fit_kmeans(x, system.k, niter=system.niter, seed=system.seed,
+                           max_points_per_centroid=system.max_points_per_centroid)
+    fit_s = time.monotonic() - start
+    del x
+    distortion = sum(mean_squared_distance(a, centroids) * len(a) for a in arrays) / total
+    meta = {"k": system.k, "niter": system.niter, "seed": system.seed,
+            "max_points_per_centroid": system.max_points_per_centroid, "portion": system.portion,
+            "frames_dumped": total, "frames_fit": min(total, system.k * system.max_points_per_centroid),
+            "fit_seconds": fit_s, "mean_squared_distance": distortion, "implementation": "faiss.Kmeans (k-means++)"}
+    model = UnitModel(centroids, spec, meta)
+    model.save(exp)
+    model.export_sklearn(exp / f"km_{system.k}.mdl")
+    logger.info("%s: fit in %.1f s, mean squared distance %.4g over the dumped frames -> %s", system.name, fit_s,
+                distortion, exp)
+
+
+def cmd_dump_units(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.dump import dump_units
+    from espnet2_ext.tokenizer.unit_model import UnitModel
+
+    todo = [name for name in args.sets.split() if not (args.out_root / name / "split" / f"units.{args.shard}").is_file()]
+    if not todo:
+        logger.info("%s: unit shard %d of every set already dumped", args.out_root, args.shard)
+        return
+    model = UnitModel.load(args.model_dir)
+    extractor = _extractor(model.spec, args.device)  # loaded once for all sets
+    for name in todo:
+        dump_units(model, extractor, args.data_root / name, args.out_root / name, args.shard, args.nshard)
+
+
+def cmd_finish_sets(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.bpe import write_unit_text
+    from espnet2_ext.tokenizer.dump import merge_units
+
+    for name in args.sets.split():
+        out = args.out_root / name
+        merge_units(out, args.nshard, args.data_root / name)
+        write_unit_text(out / "units", out / "text")
+
+
+def cmd_bpe(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.bpe import encode_text, train_bpe
+
+    system = _system(args)
+    model = train_bpe(args.units_dir / args.train_set / "text", args.units_dir / "src_bpe", system.bpe_vocab_size)
+    for name in args.sets.split():
+        encode_text(model, args.units_dir / name / "text", args.units_dir / name / "tokens")
+    logger.info("%s: source BPE %d -> %s; tokens for %s", system.name, system.bpe_vocab_size, model, args.sets)
+
+
+def cmd_stats(args: argparse.Namespace) -> None:
+    from espnet2_ext.tokenizer.stats import format_stats, unit_stats, write_stats
+
+    system = _system(args)
+    stats = {"system": system.to_dict(), **unit_stats(args.units_dir, args.data_root, args.sets.split(), system.k,
+                                                      args.fs, eval_sets=args.eval_sets.split())}
+    write_stats(stats, args.units_dir / "stats.json")
+    atomic_write_text(args.units_dir / "stats.md", f"# Units of system {system.name}\n\n" + format_stats(stats))
+    logger.info("%s: statistics -> %s", system.name, args.units_dir / "stats.json")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func, help: str, system: bool = True, shard: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        if system:
+            p.add_argument("--units_config", type=Path, required=True, help="conf/units/<recipe>.yaml")
+            p.add_argument("--system", required=True, help="unit system name")
+        if shard:
+            p.add_argument("--shard", type=int, required=True, help="this job's shard (1-based)")
+            p.add_argument("--nshard", type=int, required=True, help="number of shards")
+            p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="SSL forward device")
+        p.set_defaults(func=func)
+        return p
+
+    p = add("list", cmd_list, "print the selected unit systems", system=False)
+    p.add_argument("--units_config", type=Path, required=True)
+    p.add_argument("--systems", default="", help="space-separated subset (empty: all)")
+    p = add("spec", cmd_spec, "resolve a system's feature spec")
+    p.add_argument("--workdir", type=Path, required=True)
+    p = add("dump_feats", cmd_dump_feats, "features of the k-means subset of train (one shard)", shard=True)
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--data_dir", type=Path, required=True, help="the training data dir")
+    p = add("learn", cmd_learn, "k-means on the dumped features; unit model + km_<K>.mdl")
+    p.add_argument("--workdir", type=Path, required=True)
+    p = add("dump_units", cmd_dump_units, "units of one shard of every set", system=False, shard=True)
+    p.add_argument("--model_dir", type=Path, required=True, help="exp/kmeans/<system>")
+    p.add_argument("--data_root", type=Path, required=True, help="holds <set>/{wav.scp,utt2num_samples}")
+    p.add_argument("--out_root", type=Path, required=True, help="dump/units/<system>: <set>/split/units.J")
+    p.add_argument("--sets", required=True, help="space-separated set names")
+    p = add("finish_sets", cmd_finish_sets, "merge the shards of every set; write the unit strings", system=False)
+    p.add_argument("--data_root", type=Path, required=True)
+    p.add_argument("--out_root", type=Path, required=True)
+    p.add_argument("--sets", required=True)
+    p.add_argument("--nshard", type=int, required=True)
+    p = add("bpe", cmd_bpe, "train the source BPE on train; tokens for every set")
+    p.add_argument("--units_dir", type=Path, required=True, help="dump/units/<system>")
+    p.add_argument("--train_set", required=True)
+    p.add_argument("--sets", required=True, help="space-separated sets to encode")
+    p = add("stats", cmd_stats, "per-set token rates and bitrates -> stats.json")
+    p.add_argument("--units_dir", type=Path, required=True)
+    p.add_argument("--data_root", type=Path, required=True)
+    p.add_argument("--sets", required=True)
+    p.add_argument("--eval_sets", default="", help="sets pooled in the summary (the test sets)")
+    p.add_argument("--fs", type=int, default=16000)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = get_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ValueError) as e:
+        print(f"units {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Sharded dumping: features for k-means and units, the unit model, and the discrete-tokenizer frontend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+
+from espnet2_ext.data.datadir import read_wav
+from espnet2_ext.frontend.discrete_tokenizer import PAD_UNIT, DiscreteTokenizerFrontend
+from espnet2_ext.tokenizer.bpe import read_units
+from espnet2_ext.tokenizer.dump import (
+    dump_features,
+    dump_units,
+    learning_subset,
+    merge_units,
+    open_features,
+    sample_frames,
+)
+from espnet2_ext.tokenizer.features import FeatureExtractor, FeatureSpec
+from espnet2_ext.tokenizer.kmeans import fit_kmeans
+from espnet2_ext.tokenizer.unit_model import UnitModel
+from espnet2_ext.tokenizer.unit_text import dedup, units_to_text
+from espnet2_ext.utils.fileio import read_kaldi_text
+
+from .conftest import write_layer_weights
+
+K = 12
+
+
+@pytest.fixture(scope="module", params=["learned", "single", "uniform", "mfcc"])
+def system(request, tiny_upstream_info: dict, tiny_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A learned unit model per mode (features dumped in 2 shards, k-means), saved to disk."""
+    root = tmp_path_factory.mktemp(request.param)
+    weights = write_layer_weights(root / "layer_weights.json", tiny_upstream_info, [0.2, 1.0, -0.5])
+    info = None if request.param == "mfcc" else tiny_upstream_info
+    spec = FeatureSpec.parse(request.param, info, weights if request.param == "learned" else None)
+    extractor = FeatureExtractor(spec)
+    frames = [dump_features(extractor, tiny_data, root / "feats", 0.8, 0, j, 2) for j in (1, 2)]
+    arrays = open_features(root / "feats")
+    assert [len(a) for a in arrays] == frames and all(isinstance(a, np.memmap) for a in arrays)
+    model = UnitModel(fit_kmeans(sample_frames(arrays, 10_000, 0), K, seed=0), spec, {"niter": 20})
+    model.save(root / "model")
+    return root, extractor, arrays
+
+
+def test_features_cover_the_seeded_subset_once(system, tiny_data: Path) -> None:
+    root, extractor, arrays = system
+    ids = list(read_kaldi_text(tiny_data / "wav.scp"))
+    subset = learning_subset(ids, 0.8, 0)
+    assert len(subset) == 7 and subset == learning_subset(ids[::-1], 0.8, 0), "seeded, independent of the order"
+    lengths = {**read_kaldi_text(root / "feats/lengths.1"), **read_kaldi_text(root / "feats/lengths.2")}
+    assert sorted(lengths) == subset
+    # shard 2's first utterance is the subset's second, and its features are the extractor's
+    wav_scp, samples = read_kaldi_text(tiny_data / "wav.scp"), read_kaldi_text(tiny_data / "utt2num_samples")
+    utt = subset[1]
+    wav = torch.from_numpy(read_wav(wav_scp[utt], utt, int(samples[utt])))
+    feats, _ = extractor(wav[None], torch.tensor([len(wav)]))
+    np.testing.assert_array_equal(arrays[1][: int(lengths[utt])], feats[0].numpy())
+
+
+def test_sample_frames_is_bounded_and_seeded(system) -> None:
+    _, _, arrays = system
+    total = sum(len(a) for a in arrays)
+    a, b = sample_frames(arrays, 100, seed=3), sample_frames(arrays, 100, seed=3)
+    assert a.shape == (100, arrays[0].shape[1]) and np.array_equal(a, b)
+    assert not np.array_equal(a, sample_frames(arrays, 100, seed=4))
+    assert len(sample_frames(arrays, total + 5, 0)) == total
+
+
+def test_sharded_units_equal_unsharded_and_the_frontend(system, tiny_data: Path, tmp_path: Path) -> None:
+    root, _, _ = system
+    model = UnitModel.load(root / "model")
+    extractor = FeatureExtractor(model.spec)
+    dump_units(model, extractor, tiny_data, tmp_path / "one", 1, 1)
+    for j in (1, 2, 3):
+        dump_units(model, extractor, tiny_data, tmp_path / "three", j, 3)
+    merge_units(tmp_path / "one", 1, tiny_data)
+    merge_units(tmp_path / "three", 3, tiny_data)
+    assert (tmp_path / "one/units").read_text() == (tmp_path / "three/units").read_text()
+    units = read_units(tmp_path / "one/units")
+    assert all(0 <= u < K for seq in units.values() for u in seq)
+
+    # the frontend: raw audio of the whole set in one padded batch -> the same units
+    frontend = DiscreteTokenizerFrontend(str(root / "model"))
+    wav_scp = read_kaldi_text(tiny_data / "wav.scp")
+    wavs = [torch.from_numpy(read_wav(p, u)) for u, p in wav_scp.items()]
+    lens = torch.tensor([len(w) for w in wavs])
+    padded = torch.nn.utils.rnn.pad_sequence(wavs, batch_first=True)
+    out, out_lens = frontend(padded, lens)
+    for row, utt in enumerate(wav_scp):
+        assert out[row, : out_lens[row]].tolist() == units[utt], utt
+        assert (out[row, out_lens[row] :] == PAD_UNIT).all()
+    assert frontend.unit_strings(padded, lens) == [units_to_text(dedup(units[u])) for u in wav_scp]
+    assert frontend.output_size() == K and not frontend.state_dict(), "nothing of the tokenizer is saved"
+
+
+def test_same_seed_same_units(system) -> None:
+    _, _, arrays = system
+    x = sample_frames(arrays, 10_000, 0)
+    assert np.array_equal(fit_kmeans(x, K, seed=5), fit_kmeans(x, K, seed=5))
+
+
+def test_sklearn_export_labels_like_our_assignment(system, tmp_path: Path) -> None:
+    root, _, arrays = system
+    model = UnitModel.load(root / "model")
+    km = joblib.load(model.export_sklearn(tmp_path / f"km_{K}.mdl"))
+    x = np.asarray(arrays[0][:300])
+    np.testing.assert_array_equal(km.predict(x), model.assign(x))
+    np.testing.assert_array_equal(km.cluster_centers_, model.centroids)
