@@ -139,6 +139,13 @@ class JobResult:
     def describe(self) -> str:
         """``JOB=3 (exit 1, log log/x.3.log)`` for failure messages."""
         status = self.note or f"exit {self.returncode}"
+        if not self.note and self.returncode < 0:  # Popen's -N: killed by signal N
+            try:
+                name = signal.Signals(-self.returncode).name
+            except ValueError:
+                name = f"signal {-self.returncode}"
+            hint = " (out of memory? the kernel's OOM killer sends it)" if name == "SIGKILL" else ""
+            status += f", killed by {name}{hint}"
         return f"JOB={self.index} ({status}, log {self.log})"
 
 

@@ -137,3 +137,11 @@ def test_parse_invocation_substitutes_in_log_and_command() -> None:
     assert str(a.jobs[0].log) == "log/k.2.log"
     with pytest.raises(JobSpecError):
         parse_invocation("JOB=1:2", "log", [])
+
+
+def test_a_job_killed_by_a_signal_is_named_with_the_signal(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    script = "import os, signal, sys; sys.argv[1] == '2' and os.kill(os.getpid(), signal.SIGKILL)"
+    r = run_jobs(["JOB=1:2", str(tmp_path / "k.JOB.log"), sys.executable, "-c", script, "JOB"], cli_env)
+    assert r.returncode == 1
+    assert "1 of 2 jobs failed: JOB=2 (exit -9, killed by SIGKILL (out of memory?" in r.stderr
+    assert f"log {tmp_path}/k.2.log" in r.stderr
