@@ -45,7 +45,6 @@ MFCC_FRAME_RATE_HZ = 50.0
 BASELINE_RELATIVE_DEPTH = 21 / 24  # the challenge baseline: WavLM-large layer 21 of 24
 _MFCC_WINDOW = 400  # one 25 ms window at 16 kHz
 _MFCC_HOP = 160  # 10 ms
-_WEIGHTS_ATOL = 1e-5  # layer_weights.json "weights" vs softmax("logits"): float32 round trip
 
 
 def mfcc_features(wav: np.ndarray) -> np.ndarray:
@@ -155,36 +154,23 @@ class FeatureSpec:
 
         Raises:
             DataError: the file is missing or malformed, its ``weights`` disagree with
-                ``softmax(logits)``, or it was learned on another upstream.
+                ``softmax(logits)`` (:meth:`LayerWeights.read`), or it was learned on another upstream.
         """
+        from espnet2_ext.frontend.layer_weights import LayerWeights
+
         path = Path(layer_weights_json)
-        j = _read_json(path, "run step 1 (stages 5-6) first")
-        missing = [k for k in ("logits", "layers", "normalize_layers", "num_hidden_states", "upstream") if k not in j]
-        if missing:
-            raise DataError(f"{path}: missing key(s) {missing}; expected step 1's layer_weights.json")
-        layers, logits, s = list(j["layers"]), [float(w) for w in j["logits"]], int(j["num_hidden_states"])
-        if len(layers) != len(logits):
-            raise DataError(f"{path}: {len(logits)} logits for {len(layers)} layers")
-        if "weights" in j:
-            full = np.zeros(s)
-            full[layers] = torch.softmax(torch.tensor(logits, dtype=torch.float32), 0).numpy()
-            if len(j["weights"]) != s or not np.allclose(full, j["weights"], atol=_WEIGHTS_ATOL):
-                raise DataError(f"{path}: 'weights' is not softmax('logits') spread over 'layers'; rewrite the file")
-        sha = j.get("upstream_sha256")
+        lw = LayerWeights.read(path)  # checks the file, its keys and weights == softmax(logits)
         if upstream_info is not None:
-            if dict(upstream_info["upstream"]) != dict(j["upstream"]):
-                raise DataError(f"{path}: weights were learned on upstream {j['upstream']}, not on "
+            if dict(upstream_info["upstream"]) != dict(lw.upstream):
+                raise DataError(f"{path}: weights were learned on upstream {lw.upstream}, not on "
                                 f"{upstream_info['upstream']}; point the unit system at the matching upstream")
-            if sha and upstream_info.get("sha256") and sha != upstream_info["sha256"]:
-                raise DataError(f"{path}: weights were learned on a checkpoint with sha256 {sha[:12]}, the upstream "
-                                f"now has {upstream_info['sha256'][:12]}; rerun step 1")
-        source = {"layer_weights": str(path), "upstream_sha256": sha,
-                  "checkpoint": j.get("checkpoint"), "checkpoint_sha256": j.get("checkpoint_sha256")}
-        try:
-            return cls("learned", dict(j["upstream"]), s, tuple(layers), tuple(logits), bool(j["normalize_layers"]),
-                       source)
-        except ValueError as e:
-            raise DataError(f"{path}: {e}") from None
+            if lw.upstream_sha256 and upstream_info.get("sha256") and lw.upstream_sha256 != upstream_info["sha256"]:
+                raise DataError(f"{path}: weights were learned on a checkpoint with sha256 {lw.upstream_sha256[:12]}, "
+                                f"the upstream now has {upstream_info['sha256'][:12]}; rerun step 1")
+        source = {"layer_weights": str(path), "upstream_sha256": lw.upstream_sha256, "checkpoint": lw.checkpoint,
+                  "checkpoint_sha256": lw.checkpoint_sha256}
+        return cls("learned", dict(lw.upstream), lw.num_hidden_states, tuple(lw.layers), tuple(lw.logits),
+                   bool(lw.normalize_layers), source)
 
     @classmethod
     def parse(cls, features: str, upstream_info: Mapping | None, layer_weights_json: str | Path | None = None,

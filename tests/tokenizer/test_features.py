@@ -86,9 +86,9 @@ def test_weights_of_another_upstream_or_inconsistent_weights_are_rejected(tiny_u
     data = json.loads(path.read_text())
     data["weights"] = [1.0, 0.0, 0.0]
     path.write_text(json.dumps(data))
-    with pytest.raises(DataError, match=r"w\.json: 'weights' is not softmax\('logits'\)"):
+    with pytest.raises(DataError, match=r"w\.json: 'weights' is not the softmax of 'logits'"):
         FeatureSpec.learned(path)
-    with pytest.raises(DataError, match="run step 1"):
+    with pytest.raises(DataError, match="missing.json: cannot read layer weights"):
         FeatureSpec.learned(tmp_path / "missing.json")
     with pytest.raises(ValueError, match="out of range"):
         FeatureSpec.parse("single:3", tiny_upstream_info)
