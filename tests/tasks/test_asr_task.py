@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,22 @@ def test_inference_rebuilds_through_our_task(corpus: Corpus, frozen_run: Run, tm
     hyps = (out / "1best_recog" / "token").read_text().splitlines()
     assert [h.split()[0] for h in hyps] == ["utt09", "utt10", "utt11"]
     assert espnet_inference.ASRTask is not ASRTask
+
+
+def test_beam_1_ctc_only_decodes_the_best_path(corpus: Corpus, frozen_run: Run) -> None:
+    config, model_file = frozen_run.out / "config.yaml", frozen_run.out / "valid.loss.best.pth"
+    speech2text = asr_inference.Speech2Text(config, model_file, ctc_weight=1.0, beam_size=1, device="cpu")
+    assert speech2text.best_path
+    speech, lens = _batch(corpus)
+    for i, n in enumerate(lens.tolist()):
+        text, tokens, token_ids, _ = speech2text(speech[i, :n])[0]
+        with torch.no_grad():
+            enc, _ = speech2text.asr_model.encode(speech[i : i + 1, :n], lens[i : i + 1])
+        frames = speech2text.asr_model.ctc.argmax(enc)[0].tolist()
+        expected = [k for k, _ in itertools.groupby(frames) if k != 0]  # merge repeats, drop blanks
+        assert token_ids == expected and tokens == [TOKENS[k] for k in expected]
+    searched = asr_inference.Speech2Text(config, model_file, ctc_weight=1.0, beam_size=2, device="cpu")
+    assert not searched.best_path, "a beam keeps ESPnet's search"
 
 
 # ------------------------------------------------------------------ step 0: trainable upstream
