@@ -68,19 +68,6 @@ def test_command_line_overrides_config_and_paths_are_relative_to_cwd(
     assert "run the decode stage first" in r.stderr
 
 
-def test_unbuilt_stage_stops_the_run_and_says_so(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
-    # the first stage still marked "not built yet" by --help (the list shrinks as stages are built)
-    unbuilt = [ln.split()[:2] for ln in run_sh(repo_root, ["--help"], cli_env).stdout.splitlines()
-               if ln[:4].strip().isdigit() and "not built yet" in ln]
-    if not unbuilt:
-        pytest.skip("every stage is built")
-    n, name = unbuilt[0]
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", n, "--stop_stage", "13"], cli_env)
-    assert r.returncode == 0
-    assert f"stage {n} ({name}): NOT BUILT YET" in r.stderr
-    assert f"stage {int(n) + 1} " not in r.stderr
-
-
 def test_recipe_config_values_become_shell_strings(tmp_path: Path) -> None:
     cfg = tmp_path / "r.yaml"
     cfg.write_text("nj: 4\nlid: true\nreserved_langs: [pol, bul]\ncorpus_config: null\nworkdir: \"a b; $(rm -rf x)\"\n")

@@ -1,0 +1,99 @@
+"""The whole recipe on the tiny corpus, stage 4 to 13, as a user runs it; then audio-in decoding of the pack.
+
+Stages 1-3 come from the shared tiny workdir (tests/conftest.py); this module works on a private copy
+so it can run every later stage without disturbing other modules. Two unit systems (the single-layer
+baseline and the two-step system) keep it to a few minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from espnet2_ext.utils.fileio import read_kaldi_text
+
+TEST_SETS = ["test_1h", "dev_clean", "dev_other", "test_clean", "test_other"]
+OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0", "--pack_systems", "twostep"]
+
+
+def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=repo_root,
+                          env=env, capture_output=True, text=True, timeout=3600)
+
+
+@pytest.fixture(scope="module")
+def workdir(repo_root: Path, cli_env: dict[str, str], tiny_recipe_workdir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Path:
+    wd = tmp_path_factory.mktemp("e2e")
+    shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
+    shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
+    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *OPTS], cli_env)
+    assert r.returncode == 0, r.stderr[-4000:]
+    return wd
+
+
+def test_every_stage_leaves_its_artefacts(workdir: Path) -> None:
+    weights = json.loads((workdir / "exp/step1_step0/layer_weights.json").read_text())
+    assert sum(weights["weights"]) == pytest.approx(1.0, abs=1e-5)
+    for system in ("baseline", "twostep"):
+        assert (workdir / f"exp/kmeans/{system}/centroids.npy").is_file()
+        assert (workdir / f"dump/units/{system}/src_bpe/bpe.model").is_file()
+        for s in TEST_SETS:
+            refs = read_kaldi_text(workdir / "data" / s / "text")
+            hyps = read_kaldi_text(workdir / f"exp/step2_{system}/decode/{s}/text", allow_empty_value=True)
+            assert set(hyps) == set(refs), (system, s)
+        scores = json.loads((workdir / f"exp/step2_{system}/score/scores.json").read_text())
+        assert scores["summary"]["bitrate"]["pooled_bps"] > 0  # discrete systems carry a bitrate
+    assert json.loads((workdir / "exp/step1_step0/score/scores.json").read_text())["summary"]["mlsuperb"]
+    stages = [line.split("\t")[0] for line in (workdir / "log/stage_times.tsv").read_text().splitlines()]
+    assert stages == [str(n) for n in range(4, 14)]
+
+
+def test_results_md_compares_the_systems(workdir: Path) -> None:
+    text = (workdir / "RESULTS.md").read_text(encoding="utf-8")
+    for key in ("step2_baseline", "step2_twostep", "step1_step0"):
+        assert f"(`{key}`)" in text
+    assert "## The two-step effect" in text and "Two-step units vs single-layer units" in text
+    # stage 12 writes RESULTS.md, so the wall-time table holds the stages before it
+    assert "REAL data" in text and "| 11 | score |" in text and "| 4 | finetune |" in text
+    assert (workdir / "per_language_cer.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_recognize_on_the_moved_pack_reproduces_the_recipe(workdir: Path, cli_env: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    archive = workdir / "exp/pack/twostep.tar.gz"
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path / "unpacked", filter="data")
+    pack = tmp_path / "unpacked/twostep"
+    manifest = json.loads((pack / "pack.json").read_text())
+    assert manifest["ssl"]["included"] and manifest["system"] == "twostep"
+    # the recipe's work directory must not be needed: hide it while decoding
+    hidden = workdir.with_name(workdir.name + ".hidden")
+    wav_scp = tmp_path / "wav.scp"
+    shutil.copy(workdir / "data/test_1h/wav.scp", wav_scp)
+    expected = read_kaldi_text(workdir / "exp/step2_twostep/decode/test_1h/text", allow_empty_value=True)
+    # the audio itself lives in the shared corpus, not in this workdir
+    assert all(not p.startswith(str(workdir)) for p in read_kaldi_text(wav_scp).values())
+    workdir.rename(hidden)
+    try:
+        r = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.recognize", "--model_dir", str(pack),
+                            "--wav_scp", str(wav_scp), "--output", str(tmp_path / "hyp"), "--batch_size", "4"],
+                           cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=900)
+    finally:
+        hidden.rename(workdir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_kaldi_text(tmp_path / "hyp", allow_empty_value=True) == expected
+
+
+def test_rerun_skips_every_finished_stage(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
+    before = (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns
+    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "5", "--stop_stage", "10", *OPTS], cli_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns == before
+    assert "already" in r.stderr
