@@ -18,7 +18,7 @@ import logging
 import sys
 from pathlib import Path
 
-from espnet2_ext.utils.fileio import DataError
+from espnet2_ext.bin.cli import run_subcommand
 
 logger = logging.getLogger("layer_weights")
 
@@ -55,14 +55,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = get_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (DataError, ValueError) as e:
-        print(f"layer_weights: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand(get_parser(), argv, "layer_weights")
 
 
 if __name__ == "__main__":

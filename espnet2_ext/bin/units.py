@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from espnet2_ext.bin.cli import run_subcommand
 from espnet2_ext.utils.fileio import DataError, atomic_write_text
 
 logger = logging.getLogger("units")
@@ -210,14 +211,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = get_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except (DataError, ValueError) as e:
-        print(f"units {args.command}: error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommand(get_parser(), argv, "units")
 
 
 if __name__ == "__main__":
