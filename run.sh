@@ -68,21 +68,21 @@ option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_
     pack_systems pack_copy_ssl)
 path_options=" config workdir slurm_config corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config step1_config step1_decode_config units_config step2_config step2_decode_config "
 
-# ---- stages: number|name|what it does|status ----
+# ---- stages: number|name|what it does ----
 stage_table=(
-    "1|corpus|Synthesise the demo corpus (ML-SUPERB + LibriSpeech layouts; skipped for real data)|built"
-    "2|data|Data preparation: corpora -> Kaldi data dirs (train, dev, test_1h, dev/test_clean/other)|built"
-    "3|ssl|SSL model: pre-train the demo SSL model (or take the kept one), load and record the upstream|built"
-    "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream|built"
-    "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers|built"
-    "6|weights|Export layer_weights.json and its chart; decode and score the continuous model|built"
-    "7|kmeans|Learn k-means on fixed-weight features of every unit system (learned, single-layer, uniform, MFCC)|built"
-    "8|units|Dump units for every set, dedup, source BPE, unit statistics|built"
-    "9|step2|Step 2: train the discrete-unit ASR models|built"
-    "10|decode|Decode the test sets with the step-2 models; challenge submission files|built"
-    "11|score|Score hypotheses: CER per set and language, LibriSpeech micro-average, bitrate|built"
-    "12|results|Write RESULTS.md and the per-language chart|built"
-    "13|pack|Pack a model directory for audio-in inference|built"
+    "1|corpus|Synthesise the demo corpus (ML-SUPERB + LibriSpeech layouts; skipped for real data)"
+    "2|data|Data preparation: corpora -> Kaldi data dirs (train, dev, test_1h, dev/test_clean/other)"
+    "3|ssl|SSL model: pre-train the demo SSL model (or take the kept one), load and record the upstream"
+    "4|finetune|Step 0: CTC fine-tuning of the SSL model and export of the fine-tuned upstream"
+    "5|step1|Step 1: continuous ASR with learnable layer weights over all SSL layers"
+    "6|weights|Export layer_weights.json and its chart; decode and score the continuous model"
+    "7|kmeans|Learn k-means on fixed-weight features of every unit system (learned, single-layer, uniform, MFCC)"
+    "8|units|Dump units for every set, dedup, source BPE, unit statistics"
+    "9|step2|Step 2: train the discrete-unit ASR models"
+    "10|decode|Decode the test sets with the step-2 models; challenge submission files"
+    "11|score|Score hypotheses: CER per set and language, LibriSpeech micro-average, bitrate"
+    "12|results|Write RESULTS.md and the per-language chart"
+    "13|pack|Pack a model directory for audio-in inference"
 )
 
 usage() {
@@ -91,11 +91,10 @@ Usage: $0 [--stage N] [--stop_stage N] [--config conf/recipe/demo.yaml] [--name 
 
 Stages:
 EOF
-    local row n name what status
+    local row n name what
     for row in "${stage_table[@]}"; do
-        IFS='|' read -r n name what status <<<"$row"
-        if [ "$status" = built ]; then status=""; else status="  [not built yet: $status]"; fi
-        printf '  %2s %-9s %s%s\n' "$n" "$name" "$what" "$status"
+        IFS='|' read -r n name what <<<"$row"
+        printf '  %2s %-9s %s\n' "$n" "$name" "$what"
     done
     cat <<EOF
 
@@ -174,14 +173,9 @@ if [ -n "$corpus_config" ]; then
 fi
 
 run_stage() {  # run_stage N: run stage N if it is in [stage, stop_stage], timing it
-    local n=$1 row name what status
+    local n=$1 name what
     (( n >= stage && n <= stop_stage )) || return 0
-    IFS='|' read -r _ name what status <<<"${stage_table[n-1]}"
-    if [ "$status" != built ]; then
-        log "stage $n ($name): NOT BUILT YET ($status): $what"
-        log "stopping before stage $n; stages up to $((n - 1)) are done"
-        exit 0
-    fi
+    IFS='|' read -r _ name what <<<"${stage_table[n-1]}"
     log "stage $n ($name): $what"
     local start=$SECONDS
     "stage_$name"
