@@ -23,9 +23,14 @@ install_slurm() {
     if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
         die "SLURM is not installed and this is not root on Debian/Ubuntu: run 'sudo apt-get install -y slurm-wlm munge' and rerun"
     fi
-    echo "slurm_local.sh: installing slurm-wlm munge" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >&2 || die "apt-get install slurm-wlm munge failed"
+    # one installer at a time: two test workers may bring up their clusters together on a fresh machine
+    (
+        flock 9
+        command -v sbatch >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null && exit 0
+        echo "slurm_local.sh: installing slurm-wlm munge" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >&2
+    ) 9>/tmp/espnet2_ext_slurm_install.lock || die "apt-get install slurm-wlm munge failed"
 }
 
 free_port() {
