@@ -77,7 +77,7 @@ STEP2_ARGS = [
     "--step2_config",
     "conf/step2/tiny.yaml",
     "--step2_decode_config",
-    "conf/decode/step2_demo.yaml",
+    "conf/decode/step2_tiny.yaml",
 ]
 
 
@@ -145,6 +145,33 @@ def test_every_test_utterance_has_a_hypothesis(workdir: Path) -> None:
         shards = sorted((exp(workdir) / "decode" / set_name).glob("output.*/keys.scp"))
         assert len(shards) == 2, "nj=2 jobs, each decoding its shard"
     assert (exp(workdir) / "decode/.done").is_file()
+
+
+def test_ctc_best_path_decoding_is_the_collapsed_argmax_of_the_ctc_branch(workdir: Path, tmp_path: Path) -> None:
+    """conf/decode/step2_demo.yaml (beam 1, CTC weight 1): the CTC branch's best path, computed here independently."""
+    from espnet2_ext.bin import discrete_asr_inference
+    from espnet2_ext.tasks.discrete_asr import DiscreteASRTask
+
+    src = workdir / f"dump/units/{SYSTEM}/test_1h/text"
+    discrete_asr_inference.main([
+        "--config", "conf/decode/step2_demo.yaml", "--ngpu", "0", "--batch_size", "1",
+        "--data_path_and_name_and_type", f"{src},src_text,text", "--output_dir", str(tmp_path / "out"),
+        "--mt_train_config", str(exp(workdir) / "config.yaml"), "--mt_model_file", str(exp(workdir) / "valid.acc.ave.pth"),
+    ])  # fmt: skip
+    got = read_kaldi_text(tmp_path / "out/1best_recog/token_int", allow_empty_value=True)
+    assert sorted(got) == sorted(read_kaldi_text(src))
+
+    config = exp(workdir) / "config.yaml"
+    model, args = DiscreteASRTask.build_model_from_file(config, exp(workdir) / "valid.acc.ave.pth")
+    model.eval()
+    preprocess = DiscreteASRTask.build_preprocess_fn(args, train=False)
+    for utt, units in read_kaldi_text(src).items():
+        ids = torch.as_tensor(preprocess(utt, {"src_text": units, "text": "a"})["src_text"]).unsqueeze(0)
+        with torch.no_grad():
+            enc, _ = model.encode(ids, torch.tensor([ids.shape[1]]))
+            frames = model.ctc.log_softmax(enc)[0].argmax(-1).tolist()
+        expected = [f for i, f in enumerate(frames) if f != 0 and (i == 0 or f != frames[i - 1])]
+        assert [int(t) for t in got[utt].split()] == expected, utt
 
 
 def test_submission_files(workdir: Path) -> None:

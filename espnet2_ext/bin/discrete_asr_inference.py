@@ -6,6 +6,11 @@ at :class:`~espnet2_ext.tasks.discrete_asr.DiscreteASRTask` for as long as a mod
 decoding run lasts (our registries, strict loading) and puts ESPnet's back afterwards. The options,
 beam search and output files (``<output_dir>/1best_recog/{text,token,token_int,score}``) are ESPnet's.
 
+With ``beam_size 1`` and ``ctc_weight 1.0`` the model's CTC branch decodes by its best path
+(argmax per frame, repeats merged, blanks dropped): ESPnet's MT decoding has no greedy CTC, and
+its label-synchronous search with a CTC prefix scorer costs about a second per utterance on CPU,
+which the demo's five systems x 940 test utterances cannot afford (conf/decode/step2_demo.yaml).
+
 Options added for the project's job runner (one process decodes its shard of every set, so ESPnet
 is imported once per job, not once per set):
 
@@ -31,11 +36,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from unittest import mock
 
+import torch
+from espnet.nets.beam_search import Hypothesis
 from espnet2.bin import mt_inference as espnet_inference
 
 from espnet2_ext.data.datadir import shard_ids
@@ -57,12 +65,27 @@ class Text2Text(espnet_inference.Text2Text):
 
     Takes exactly ESPnet's arguments (``mt_train_config``, ``mt_model_file``, ``beam_size``,
     ``ctc_weight``, ``maxlenratio``, ...); calling it with the source token ids of one utterance
-    (shape ``(L,)``) returns the n-best ``(text, tokens, token_ids, hypothesis)``.
+    (shape ``(L,)``) returns the n-best ``(text, tokens, token_ids, hypothesis)``. With ``beam_size``
+    1 and ``ctc_weight`` 1.0 the search is the best CTC path (module docstring).
     """
 
     def __init__(self, *args, **kwargs) -> None:
         with espnet_inference_with_our_task():
             super().__init__(*args, **kwargs)
+        if kwargs.get("beam_size", 20) == 1 and kwargs.get("ctc_weight", 0.0) == 1.0:
+            if getattr(self.mt_model, "ctc", None) is None:
+                raise ValueError("ctc_weight 1.0 needs a model with a CTC branch (model_conf.ctc_weight > 0)")
+            self.beam_search = self.best_ctc_path
+
+    def best_ctc_path(self, x: torch.Tensor, maxlenratio: float = 0.0, minlenratio: float = 0.0) -> list[Hypothesis]:
+        """The best CTC path of encoder output ``x`` (T, D) as ESPnet's one-best hypothesis list.
+
+        The hypothesis carries ``sos + labels + eos`` as ESPnet's do; its score is not computed (0).
+        """
+        best = self.mt_model.ctc.argmax(x.unsqueeze(0))[0].tolist()
+        labels = [i for i, _ in itertools.groupby(best) if i != self.mt_model.blank_id]
+        yseq = torch.tensor([self.mt_model.sos, *labels, self.mt_model.eos])
+        return [Hypothesis(yseq=yseq, score=0.0)]
 
 
 def get_parser() -> argparse.ArgumentParser:
