@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from espnet2_ext.bin.cli import run_subcommand
-from espnet2_ext.utils.fileio import DataError, atomic_write_text
+from espnet2_ext.utils.fileio import DataError, atomic_write_text, remove_stale_temp_files
 
 logger = logging.getLogger("units")
 
@@ -112,6 +112,7 @@ def cmd_learn(args: argparse.Namespace) -> None:
     model = UnitModel(centroids, spec, meta)
     model.save(exp)
     model.export_sklearn(exp / f"km_{system.k}.mdl")
+    remove_stale_temp_files(exp)  # of an earlier learn (or feature dump) killed mid-write
     logger.info("%s: fit in %.1f s, mean squared distance %.4g over the dumped frames -> %s", system.name, fit_s,
                 distortion, exp)
 
@@ -158,6 +159,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
                                                       args.fs, eval_sets=args.eval_sets.split())}
     write_stats(stats, args.units_dir / "stats.json")
     atomic_write_text(args.units_dir / "stats.md", f"# Units of system {system.name}\n\n" + format_stats(stats))
+    remove_stale_temp_files(args.units_dir)  # the last step of stage 8: of jobs killed mid-write in an earlier run
     logger.info("%s: statistics -> %s", system.name, args.units_dir / "stats.json")
 
 

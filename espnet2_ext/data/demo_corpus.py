@@ -45,7 +45,13 @@ import soundfile as sf
 import yaml
 from tqdm import tqdm
 
-from espnet2_ext.utils.fileio import DataError, atomic_open, atomic_write_text, stale_temp_files, write_kaldi_text
+from espnet2_ext.utils.fileio import (
+    DataError,
+    atomic_open,
+    atomic_write_text,
+    remove_stale_temp_files,
+    write_kaldi_text,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -948,11 +954,7 @@ def finalize(out_dir: str | os.PathLike) -> dict:
     out_dir = Path(out_dir)
     (out_dir / DONE_FILE).unlink(missing_ok=True)
     utts = read_plan(out_dir)
-    stale = stale_temp_files(out_dir)  # a synth job killed mid-write leaves its temporary file
-    for path in stale:
-        path.unlink()
-    if stale:
-        logger.warning("%s: removed %d temporary file(s) left by killed jobs (first: %s)", out_dir, len(stale), stale[0])
+    remove_stale_temp_files(out_dir)  # a synth job killed mid-write leaves its temporary file
     seconds = _durations(out_dir, utts)
     write_layout(out_dir, utts)
     stats = corpus_stats(utts, seconds)

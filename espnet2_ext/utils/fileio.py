@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
+
+logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = ".tmp"
 # mkstemp's random part: 8 characters of [a-z0-9_]
@@ -82,6 +85,23 @@ def stale_temp_files(root: str | os.PathLike) -> list[Path]:
     Only names of the form ``.<name>.<8 random chars>.tmp`` are returned, sorted.
     """
     return sorted(p for p in Path(root).rglob(f".*{TMP_SUFFIX}") if _TMP_RE.match(p.name) and p.is_file())
+
+
+def remove_stale_temp_files(root: str | os.PathLike) -> list[Path]:
+    """Remove the :func:`stale_temp_files` under ``root``; call it only when no job writes there any more.
+
+    A stage calls it once its jobs are all finished, so a rerun after a kill ends with the same
+    files as an uninterrupted run.
+
+    Returns:
+        The removed paths (logged as a warning when there are any).
+    """
+    stale = stale_temp_files(root)
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        logger.warning("%s: removed %d temporary file(s) left by killed jobs (first: %s)", root, len(stale), stale[0])
+    return stale
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
