@@ -4,6 +4,7 @@ Reads what earlier stages wrote (nothing is recomputed here):
 
 * ``exp/<system>/score/scores.json`` (stage 11, :mod:`espnet2_ext.scoring.report`): CER per set and
   language, the EN (LibriSpeech micro-average) and ML (``test_1h``) figures, the bitrate;
+* ``exp/<system>/decode/decode.yaml`` (stages 6 and 10): the decoding options, shown per row;
 * ``exp/step1_<X>/layer_weights.json`` (stage 6): the learned layer weights;
 * ``dump/units/<system>/stats.json`` (stage 8): unit rates per set (shown when present);
 * ``log/stage_times.tsv`` (run.sh): wall time of each stage.
@@ -91,6 +92,7 @@ class SystemResult:
     label: str
     description: str
     scores: dict[str, Any] = field(repr=False)
+    decoding: str = "?"
 
     @property
     def ml_cer(self) -> float | None:
@@ -126,6 +128,22 @@ class SystemResult:
         return {lang: 100 * errors[lang] / chars[lang] for lang in sorted(chars) if chars[lang]}
 
 
+def describe_decoding(path: Path) -> str:
+    """One phrase for the decoding options in ``path`` (a decode config copied by stage 6 or 10); "?" if absent."""
+    if not path.is_file():
+        return "?"
+    import yaml
+
+    try:
+        conf = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e}); rerun the decode stage that wrote it") from None
+    beam, ctc = conf.get("beam_size"), conf.get("ctc_weight")
+    if beam == 1 and ctc == 1.0:
+        return "best CTC path"
+    return f"beam {beam}, CTC weight {ctc}" + (f", LM weight {conf['lm_weight']}" if conf.get("lm_weight") else "")
+
+
 def load_json(path: Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -140,7 +158,8 @@ def collect_systems(exp_dir: Path) -> list[SystemResult]:
     results = []
     for key in order:
         label, description = KNOWN_SYSTEMS.get(key, (key, ""))
-        results.append(SystemResult(key, label, description, load_json(found[key])))
+        decoding = describe_decoding(exp_dir / key / "decode" / "decode.yaml")
+        results.append(SystemResult(key, label, description, load_json(found[key]), decoding))
     return results
 
 
@@ -226,15 +245,15 @@ def results_markdown(
            "CER in % (ML-SUPERB normalisation, spaces counted). ML = `test_1h`; EN = micro-average over "
            "LibriSpeech dev-clean, dev-other, test-clean, test-other; bitrate = challenge formula, pooled over all "
            "scored sets (continuous systems have none). Relative = CER reduction against row (a).", ""]
-    out += ["| system | ML CER | EN CER | bitrate (bit/s) | relative ML | relative EN |",
-            "|---|---:|---:|---:|---:|---:|"]
+    out += ["| system | ML CER | EN CER | bitrate (bit/s) | relative ML | relative EN | decoding |",
+            "|---|---:|---:|---:|---:|---:|---|"]
     for s in systems:
         en = _fmt(s.en_cer) + ("" if s.en_complete or s.en_cer is None else " (partial)")
         rel_ml = relative_reduction(base.ml_cer, s.ml_cer) if base else None
         rel_en = relative_reduction(base.en_cer, s.en_cer) if base else None
         out.append(f"| {s.label} (`{s.key}`) | {_fmt(s.ml_cer)} | {en} | {_fmt(s.bitrate)} | "
                    f"{_fmt(rel_ml, 1)}{' %' if rel_ml is not None else ''} | "
-                   f"{_fmt(rel_en, 1)}{' %' if rel_en is not None else ''} |")
+                   f"{_fmt(rel_en, 1)}{' %' if rel_en is not None else ''} | {s.decoding} |")
     out.append("")
     out += [f"- `{s.key}`: {s.description}" for s in systems if s.description]
     out.append("")

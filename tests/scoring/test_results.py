@@ -54,6 +54,9 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
     (wd / "log").mkdir()
     (wd / "log/stage_times.tsv").write_text("1\tcorpus\t90\n2\tdata\t9\n1\tcorpus\t80\n")
     (wd / "exp/step1_step0/layer_weights.json").write_text(json.dumps({"weights": [0.1, 0.2, 0.7]}))
+    # the decoding options stages 6 and 10 copy next to the hypotheses
+    (wd / "exp/step2_baseline/decode/decode.yaml").write_text("beam_size: 5\nctc_weight: 0.3\nlm_weight: 0.0\n")
+    (wd / "exp/step2_twostep/decode/decode.yaml").write_text("beam_size: 1\nctc_weight: 1.0\n")
 
     assert results_cli.main(["--workdir", str(wd), "--title", "Test run"]) == 0
     text = (wd / "RESULTS.md").read_text(encoding="utf-8")
@@ -66,7 +69,8 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
     rel = relative_reduction(base.ml_cer, two.ml_cer)
     assert f"{rel:.1f} % relative" in text
     row = next(line for line in text.splitlines() if "`step2_twostep`" in line and line.startswith("|"))
-    assert f"{two.ml_cer:.2f}" in row and f"{rel:.1f} %" in row
+    assert f"{two.ml_cer:.2f}" in row and f"{rel:.1f} %" in row and row.endswith("| best CTC path |")
+    assert base.decoding == "beam 5, CTC weight 0.3" and systems["my_system"].decoding == "?"
     # per-language figures: rus errors only in the two-step system, eng pooled from LibriSpeech
     lang = two.language_cer()
     assert lang["rus"] > 0 and lang["deu"] == 0 and "eng" in base.language_cer()
