@@ -38,7 +38,7 @@ import argparse
 import contextlib
 import itertools
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from unittest import mock
 
@@ -58,6 +58,13 @@ KEYS_FILE = "keys.scp"
 def espnet_inference_with_our_task() -> contextlib.AbstractContextManager:
     """Context manager: within it ESPnet's ``mt_inference`` (Text2Text, inference) uses our task."""
     return mock.patch.object(espnet_inference, "MTTask", DiscreteASRTask)
+
+
+@contextlib.contextmanager
+def espnet_inference_with_our_text2text() -> Iterator[None]:
+    """Context manager: within it ESPnet's ``inference()`` builds our :class:`Text2Text` (best-path CTC)."""
+    with mock.patch.object(espnet_inference, "Text2Text", Text2Text):
+        yield
 
 
 class Text2Text(espnet_inference.Text2Text):
@@ -153,7 +160,7 @@ def main(cmd: Sequence[str] | None = None) -> None:
                 logger.warning("%s: shard %d/%d is empty: nothing to decode", set_name, shard, nshard)
                 continue
             job["key_file"] = str(keys)
-        with espnet_inference_with_our_task():
+        with espnet_inference_with_our_task(), espnet_inference_with_our_text2text():
             espnet_inference.inference(**job)
 
 
