@@ -8,7 +8,7 @@ beam search and output files (``<output_dir>/1best_recog/{text,token,token_int,s
 
 With ``beam_size 1`` and ``ctc_weight 1.0`` the model's CTC branch decodes by its best path
 (argmax per frame, repeats merged, blanks dropped): ESPnet's MT decoding has no greedy CTC, and
-its label-synchronous search with a CTC prefix scorer costs about a second per utterance on CPU,
+its label-synchronous search with a CTC prefix scorer took ~3.5 s per utterance on 2 CPU cores,
 which the demo's five systems x 940 test utterances cannot afford (conf/decode/step2_demo.yaml).
 
 Options added for the project's job runner (one process decodes its shard of every set, so ESPnet
