@@ -47,6 +47,7 @@ step1_upstreams="step0 ssl"  # step 1 runs exp/step1_<X>/ on exp/<X>/upstream.js
 step1_config=conf/step1/demo.yaml  # step 1 (continuous ASR, learnable layer weights): ESPnet config, conf/step1/*.yaml
 step1_model=valid.loss.ave.pth  # step-1 checkpoint whose layer weights are exported and which decodes the test sets
 step1_decode_config=conf/decode/step1_demo.yaml  # decoding options of the continuous model (beam, ctc_weight)
+step1_max_ctc_infeasible=0.05  # stage 5 fails when more train utterances than this are too short for step 1's CTC
 units_config=conf/units/demo.yaml  # unit systems (stages 7-8): k-means and BPE settings, systems: name -> features
 unit_systems=           # unit systems to build (space-separated names from units_config; empty = all)
 step2_config=conf/step2/demo.yaml  # step 2 (discrete-unit ASR, ESPnet MT task, model discrete_asr): conf/step2/*.yaml
@@ -62,7 +63,7 @@ option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
     ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer
-    step1_upstreams step1_config step1_model step1_decode_config
+    step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
     step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config
     pack_systems pack_copy_ssl)
@@ -434,6 +435,11 @@ step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/up
     fi
     echo "$tag" >"$exp/tag"
     char_asr_data "step1_$x"
+    # CTC needs an encoder frame per target token, and an utterance too short for the encoder's
+    # subsampling stops ESPnet's training (TooShortUttError): check before training, naming them.
+    python -m espnet2_ext.bin.step1 check_lengths --config "$step1_config" --upstream_json "$upstream_json" \
+        --data_dir "$data/$train_set" "${char_token_opts[@]}" --max_infeasible "$step1_max_ctc_infeasible" \
+        --out "$exp/length_check.json" || exit 1
     # one set of shapes for every step-1 run: they read the same data with the same tokens
     char_asr_shapes "$step1_config" "$workdir/exp/step1_stats" step1_stats
     local upstream

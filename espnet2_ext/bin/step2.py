@@ -47,17 +47,20 @@ class EncoderFrames:
     up to rounding.
 
     Args:
-        config: a step-2 training config (``encoder``, ``encoder_conf``, ``frontend_conf.embed_dim``).
+        config: a training config (``encoder``, ``encoder_conf``; step 2: ``frontend_conf.embed_dim``).
+        encoder_choices: the task's encoder registry (default: step 2's).
+        input_size: the encoder's input dimension (default: step 2's unit embedding size).
     """
 
     PROBES = (256, 512)
 
-    def __init__(self, config: dict) -> None:
+    def __init__(self, config: dict, encoder_choices=None, input_size: int | None = None) -> None:
         import torch
 
-        from espnet2_ext.tasks.discrete_asr import encoder_choices
-
-        input_size = (config.get("frontend_conf") or {}).get("embed_dim", 400)  # ESPnet's Embedding default
+        if encoder_choices is None:
+            from espnet2_ext.tasks.discrete_asr import encoder_choices
+        if input_size is None:
+            input_size = (config.get("frontend_conf") or {}).get("embed_dim", 400)  # ESPnet's Embedding default
         encoder = encoder_choices.get_class(config["encoder"])(
             input_size=input_size, **(config.get("encoder_conf") or {})
         )
@@ -207,6 +210,16 @@ def cmd_submission(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_length_check_options(parser: argparse.ArgumentParser) -> None:
+    """The target tokenizer, threshold and report options of a ``check_lengths`` (step 1's and step 2's)."""
+    parser.add_argument("--token_type", default="char", help="target token type (ESPnet's: char, bpe, ...)")
+    parser.add_argument("--bpemodel", default=None, help="target sentencepiece model (token type bpe)")
+    parser.add_argument("--token_list", default=None, help="accepted for symmetry with ESPnet's options; not used")
+    parser.add_argument("--non_linguistic_symbols", default=None, help="tags kept whole, e.g. [iso3] language tags")
+    parser.add_argument("--max_infeasible", type=float, default=0.05, help="fail above this fraction of utterances")
+    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m espnet2_ext.bin.step2", description=__doc__.split("\n")[0])
     p.add_argument("--log_level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -216,12 +229,7 @@ def get_parser() -> argparse.ArgumentParser:
     c.add_argument("--config", type=Path, required=True, help="step-2 training config (conf/step2/*.yaml)")
     c.add_argument("--src_tokens", type=Path, required=True, help="dump/units/<system>/<set>/tokens (BPE pieces)")
     c.add_argument("--text", type=Path, required=True, help="data/<set>/text (transcripts)")
-    c.add_argument("--token_type", default="char", help="target token type (ESPnet's: char, bpe, ...)")
-    c.add_argument("--bpemodel", default=None, help="target sentencepiece model (token type bpe)")
-    c.add_argument("--token_list", default=None, help="accepted for symmetry with ESPnet's options; not used")
-    c.add_argument("--non_linguistic_symbols", default=None, help="tags kept whole, e.g. [iso3] language tags")
-    c.add_argument("--max_infeasible", type=float, default=0.05, help="fail above this fraction of utterances")
-    c.add_argument("--out", type=Path, required=True, help="JSON report")
+    add_length_check_options(c)
     c.set_defaults(func=cmd_check_lengths)
 
     b = sub.add_parser("tgt_bpe", help="target BPE (sentencepiece) and its ESPnet token list")
