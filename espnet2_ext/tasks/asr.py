@@ -37,6 +37,7 @@ from typeguard import typechecked
 
 from espnet2_ext.frontend import SSLFrontend
 from espnet2_ext.tasks.common import (
+    CheckedResumeMixin,
     StrictLoadingMixin,
     build_choice,
     extend_choices,
@@ -61,7 +62,7 @@ decoder_choices = extend_choices(espnet_asr.decoder_choices)
 preprocessor_choices = espnet_asr.preprocessor_choices
 
 
-class ASRTask(LayerWeightsLR, StrictLoadingMixin, espnet_asr.ASRTask):
+class ASRTask(LayerWeightsLR, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTask):
     """ESPnet ASR with the SSL frontend; see the module docstring."""
 
     class_choices_list = [

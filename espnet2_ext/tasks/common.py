@@ -8,6 +8,9 @@ docstring of :mod:`espnet2_ext.tasks.asr` for why).
 from __future__ import annotations
 
 import argparse
+import logging
+import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -53,6 +56,43 @@ def read_token_list(value: str | list | tuple, option: str = "token_list") -> li
     if isinstance(value, (list, tuple)):
         return list(value)
     raise ValueError(f"{option} must be a file path or a list of tokens, got {type(value).__name__}")
+
+
+logger = logging.getLogger(__name__)
+
+
+def set_aside_unreadable_checkpoint(output_dir: str | Path) -> Path | None:
+    """Rename a truncated ``output_dir/checkpoint.pth`` to ``checkpoint.pth.unreadable`` and say so.
+
+    ESPnet's trainer writes ``checkpoint.pth`` in place, not atomically: a job killed during that
+    write leaves a truncated zip archive, and ``--resume true`` would then fail on it at every
+    rerun. Without it the rerun trains from epoch 1; ESPnet seeds every epoch, so it ends with the
+    same model. A complete archive (or none) is left alone.
+
+    Returns:
+        The new path of the set-aside file, or None.
+    """
+    path = Path(output_dir) / "checkpoint.pth"
+    if not path.is_file() or zipfile.is_zipfile(path):
+        return None
+    aside = path.with_name(path.name + ".unreadable")
+    path.replace(aside)
+    logger.warning("%s is not a complete checkpoint (its write was cut short?): moved to %s; training restarts "
+                   "from epoch 1", path, aside)  # fmt: skip
+    return aside
+
+
+class CheckedResumeMixin:
+    """Mix into an ESPnet task (before it): ``main`` sets a truncated ``checkpoint.pth`` aside before resuming."""
+
+    @classmethod
+    def main(cls, args: argparse.Namespace | None = None, cmd: Sequence[str] | None = None) -> None:
+        """ESPnet's ``AbsTask.main``, after :func:`set_aside_unreadable_checkpoint` when resuming."""
+        if args is None:
+            args = cls.get_parser().parse_args(cmd)
+        if getattr(args, "resume", False) and getattr(args, "output_dir", None):
+            set_aside_unreadable_checkpoint(args.output_dir)
+        super().main(args=args)
 
 
 class StrictLoadingMixin:

@@ -15,6 +15,9 @@ transcript as target ``text``.
 * :meth:`DiscreteASRTask.build_model_from_file` loads strictly: a checkpoint that lacks a tensor of
   the model (or has one too many) is an error, not random weights.
 
+and one of its own: :meth:`DiscreteASRTask.build_preprocess_fn` makes BPE-dropout reproducible
+(:class:`SeededSampling`), so the same seed trains the same model, also across a resume.
+
 Data loading, preprocessing (source and target tokenisers, BPE-dropout on the source with
 ``src_tokenizer_encode_conf``), the training loop and config.yaml are ESPnet's.
 
@@ -27,6 +30,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import random
+import threading
+from collections.abc import Iterable
 
 from espnet2.asr.ctc import CTC
 from espnet2.tasks import mt as espnet_mt
@@ -36,6 +42,7 @@ from espnet2.train.class_choices import ClassChoices
 from typeguard import typechecked
 
 from espnet2_ext.tasks.common import (
+    CheckedResumeMixin,
     StrictLoadingMixin,
     build_choice,
     extend_choices,
@@ -59,7 +66,48 @@ model_choices = ClassChoices(
 )
 
 
-class DiscreteASRTask(StrictLoadingMixin, espnet_mt.MTTask):
+class SeededSampling:
+    """A sentencepiece tokenizer whose sampled segmentations (BPE-dropout) follow Python's ``random``.
+
+    sentencepiece draws its samples from a per-thread generator seeded once, when the thread first
+    samples, from the global seed or, without one, from the OS: ESPnet's seeding never reaches it,
+    so two trainings with the same seed (or a training resumed from ``checkpoint.pth``) would see
+    other segmentations. Here every utterance is sampled in a new thread whose generator is seeded
+    with a draw from ``random``, which ESPnet seeds with ``seed + epoch`` in the trainer and per
+    data-loader worker. The cost is one short-lived thread per training utterance.
+
+    Args:
+        tokenizer: ESPnet's ``SentencepiecesTokenizer`` with sampling in its ``encode_kwargs``.
+    """
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+
+    def __repr__(self) -> str:
+        return f"SeededSampling({self.tokenizer!r})"
+
+    def text2tokens(self, line: str) -> list[str]:
+        import sentencepiece as spm
+
+        seed = random.getrandbits(31)
+        out: list[list[str]] = []
+
+        def sample() -> None:
+            spm.set_random_generator_seed(seed)  # read by this new thread's generator on its first sample
+            out.append(self.tokenizer.text2tokens(line))
+
+        thread = threading.Thread(target=sample)
+        thread.start()
+        thread.join()
+        if not out:
+            raise RuntimeError(f"sentencepiece sampling failed on {line!r}; see the traceback above")
+        return out[0]
+
+    def tokens2text(self, tokens: Iterable[str]) -> str:
+        return self.tokenizer.tokens2text(tokens)
+
+
+class DiscreteASRTask(StrictLoadingMixin, CheckedResumeMixin, espnet_mt.MTTask):
     """ESPnet's MT task building ``discrete_asr`` models from this module's registries."""
 
     class_choices_list = [
@@ -148,3 +196,14 @@ class DiscreteASRTask(StrictLoadingMixin, espnet_mt.MTTask):
         if getattr(args, "init", None) is not None:
             initialize(model, args.init)
         return model
+
+    @classmethod
+    def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):
+        """ESPnet's MT preprocessor, with BPE-dropout (sampling) seeded by ESPnet's seed (:class:`SeededSampling`)."""
+        from espnet2.text.sentencepiece_tokenizer import SentencepiecesTokenizer
+
+        preprocess = super().build_preprocess_fn(args, train)
+        for i, tokenizer in enumerate(getattr(preprocess, "tokenizer", None) or []):
+            if isinstance(tokenizer, SentencepiecesTokenizer) and tokenizer.encode_kwargs.get("enable_sampling"):
+                preprocess.tokenizer[i] = SeededSampling(tokenizer)
+        return preprocess
