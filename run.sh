@@ -43,7 +43,7 @@ step0_tag=              # name of the step-0 run (default: the config's file nam
 step0_model=valid.loss.ave.pth  # step-0 checkpoint that is checked and exported (ESPnet's n-best average)
 step0_check_utts=0      # valid_set utterances decoded to check step 0 converged (0 = all)
 step0_max_cer=0.95      # step 0 fails when its dev CER is at least this (CTC stuck in the blank phase)
-step1_upstreams="step0 ssl"  # step 1 runs exp/step1_<X>/ on exp/<X>/upstream.json, X in: step0 (fine-tuned) ssl (as pre-trained)
+step1_upstreams="step0 ssl"  # step 1 runs exp/step1_<X>/ on exp/<X>/upstream.json, X in: step0 (fine-tuned) ssl (as pre-trained); empty = off
 step1_config=conf/step1/demo.yaml  # step 1 (continuous ASR, learnable layer weights): ESPnet config, conf/step1/*.yaml
 step1_model=valid.loss.ave.pth  # step-1 checkpoint whose layer weights are exported and which decodes the test sets
 step1_decode_config=conf/decode/step1_demo.yaml  # decoding options of the continuous model (beam, ctc_weight)
@@ -410,8 +410,8 @@ stage_step1() {
     # learnable softmax-weighted sum of the hidden states of the FROZEN SSL model in
     # exp/X/upstream.json: exp/step1_X/. Its checkpoints hold the layer weights and the ASR model,
     # not the SSL weights. Stage 6 reads the weights out and decodes with it.
+    if [ -z "${step1_upstreams// /}" ]; then log "step 1 is off (--step1_upstreams is empty)"; return 0; fi
     [ -f "$step1_config" ] || die "--step1_config $step1_config not found"
-    [ -n "${step1_upstreams// /}" ] || die "--step1_upstreams is empty; give step0 and/or ssl"
     local x
     for x in $step1_upstreams; do
         case $x in step0 | ssl) ;; *) die "--step1_upstreams: unknown upstream source '$x' (step0 or ssl)" ;; esac
@@ -458,6 +458,7 @@ step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/up
 stage_weights() {
     # For each step-1 run: the learned layer weights (layer_weights.json + chart), then the
     # continuous model's hypotheses for the test sets (exp/step1_X/decode/<set>/text) and scores.
+    if [ -z "${step1_upstreams// /}" ]; then log "step 1 is off (--step1_upstreams is empty)"; return 0; fi
     [ -f "$step1_decode_config" ] || die "--step1_decode_config $step1_decode_config not found"
     local x
     for x in $step1_upstreams; do step1_weights_and_decode "$x"; done
@@ -493,6 +494,7 @@ step1_weights_and_decode() {  # step1_weights_and_decode X
         mv "$dir/text.tmp" "$dir/text"
     done
     [ ${#sets[@]} -gt 0 ] || die "none of the test sets ($test_sets) has a data dir under $data"
+    cp "$step1_decode_config" "$exp/decode/decode.yaml"  # how it was decoded (RESULTS.md shows it)
     python -m espnet2_ext.bin.score --data_dir "$data" --hyp_dir "$exp/decode" --sets "${sets[@]}" \
         --out_dir "$exp/score" --fs "$fs" >/dev/null
     log "step 1 on $x: weights in $exp/layer_weights.{json,png}, scores in $exp/score/scores.md"
@@ -652,6 +654,7 @@ stage_decode() {
         python -m espnet2_ext.bin.step2 merge --decode_dir "$dec" --sets "${sets[@]}" --src_pattern "$units/{set}/text"
         python -m espnet2_ext.bin.step2 submission --units_dir "$units" --decode_dir "$dec" --sets "${sets[@]}" \
             --out_dir "$exp/submission"
+        cp "$step2_decode_config" "$dec/decode.yaml"  # how it was decoded (RESULTS.md shows it)
         touch "$dec/.done"
     done
 }

@@ -90,3 +90,45 @@ def test_shipped_recipe_configs_are_valid(repo_root: Path) -> None:
     for cfg in sorted((repo_root / "conf/recipe").glob("*.yaml")):
         values = load_recipe_config(cfg, known)
         assert values["workdir"].startswith("egs2/"), cfg
+
+
+@pytest.mark.parametrize(
+    "system, config",
+    [([], "conf/recipe/ml_superb.yaml"), (["--system", "challenge_baseline"], "conf/recipe/ml_superb_wavlm_baseline.yaml")],
+)
+def test_real_recipe_selects_its_system_with_one_option(
+    repo_root: Path, cli_env: dict[str, str], tmp_path: Path, system: list[str], config: str
+) -> None:
+    recipe = repo_root / "egs2/ml_superb/asr2/run.sh"
+    r = subprocess.run([str(recipe), *system, "--workdir", str(tmp_path), "--stage", "11", "--stop_stage", "11"],
+                       env=cli_env, capture_output=True, text=True, timeout=120)
+    # the recipe config loaded (its options are valid), then stage 11 stops: nothing decoded yet
+    assert r.returncode == 2 and "run the decode stage first" in r.stderr, r.stderr
+    assert f"config={repo_root.resolve() / config} " in r.stderr
+
+
+def test_real_recipe_rejects_an_unknown_system(repo_root: Path, cli_env: dict[str, str]) -> None:
+    r = subprocess.run([str(repo_root / "egs2/ml_superb/asr2/run.sh"), "--system", "wavlm"], env=cli_env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "unknown --system 'wavlm': twostep_xls_r or challenge_baseline" in r.stderr
+
+
+@pytest.mark.parametrize("units_config", ["conf/units/ml_superb.yaml", "conf/units/challenge_baseline.yaml"])
+def test_real_units_configs_take_the_challenge_baselines_layer_21(repo_root: Path, units_config: str) -> None:
+    """WavLM-large and XLS-R 300M have 25 hidden states: the baseline system clusters hidden state 21."""
+    from espnet2_ext.tokenizer.features import FeatureSpec
+    from espnet2_ext.tokenizer.systems import load_units_config
+
+    system = load_units_config(repo_root / units_config)["baseline"]
+    upstream = {"upstream": {"name": "wavlm_large", "path": None, "cache_dir": None}, "num_hidden_states": 25}
+    spec = FeatureSpec.parse(system.features, upstream, None, system.normalize_layers)
+    assert spec.mode == "single" and list(spec.layers) == [21]
+
+
+def test_empty_step1_upstreams_turn_step_1_off(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The challenge baseline has no step 1: stages 5-6 do nothing and say so."""
+    r = run_sh(repo_root, ["--config", "conf/recipe/tiny.yaml", "--workdir", str(tmp_path), "--stage", "5",
+                           "--stop_stage", "6", "--step1_upstreams", ""], cli_env)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("step 1 is off (--step1_upstreams is empty)") == 2
+    assert not (tmp_path / "exp").exists()
