@@ -8,11 +8,14 @@
 #           workdir must be on a file system the nodes share. local/slurm_local.sh starts a
 #           single-node SLURM for trying it out.
 #
-# GPUs: training stages run `${cuda_cmd} --gpu N ... --ngpu N` (N = --ngpu), one job holding N
-# GPUs of one node (slurm: -p gpu --gres=gpu:N). For N > 1 use ESPnet's own launcher, which runs
-# one DDP process per GPU inside that job (as egs2/TEMPLATE/asr1/asr.sh does):
-#   python -m espnet2.bin.launch --cmd "${cuda_cmd}" --log LOG --ngpu N --num_nodes 1 \
+# CPU or GPU (run.sh's train_job and infer_cmd): training runs on ${train_cmd} with --ngpu 0, on
+# `${cuda_cmd} --gpu 1` with --ngpu 1, and for --ngpu N > 1 through ESPnet's own launcher, which
+# submits one `${cuda_cmd} --gpu N` job (slurm: -p gpu --gres=gpu:N) running one DDP process per GPU
+# (as egs2/TEMPLATE/asr1/asr.sh does):
+#   python -m espnet2.bin.launch --cmd "${cuda_cmd} --num_threads N" --log LOG --ngpu N --num_nodes 1 \
 #       --multiprocessing_distributed true -- python -m espnet2_ext.bin.asr_train ...
+# Decoding and SSL feature/unit dumps run on ${decode_cmd}, or on `${cuda_cmd} --gpu 1` with
+# --gpu_inference true. The last --gpu given wins, so `${cuda_cmd} --gpu N` asks for N GPUs.
 # Multi-node training is not provided: ESPnet's launcher does it only with Kaldi's slurm.pl.
 cmd_backend=${cmd_backend:-${CMD_BACKEND:-local}}
 slurm_config=${slurm_config:-${CMD_SLURM_CONFIG:-$MAIN_ROOT/conf/slurm.conf}}

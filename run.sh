@@ -37,7 +37,8 @@ ssl_path=               # local SSL checkpoint (file or directory); empty for s3
 ssl_cache_dir=          # s3prl download cache holding hub checkpoints (offline: must be filled beforehand)
 ssl_pretrain_config=    # demo: pre-train the small SSL model with this config (conf/ssl/*.yaml)
 ssl_retrain=false       # demo: pre-train even when ssl_path (the kept checkpoint) exists
-ngpu=0                  # GPUs per training job (0 = CPU)
+ngpu=0                  # GPUs per training job (0 = CPU; N > 1: DDP through ESPnet's espnet2.bin.launch)
+gpu_inference=false     # decoding (stages 4, 6, 10) and SSL feature/unit dumping (7, 8) on one GPU per job
 step0_config=           # step 0 (CTC fine-tuning of the SSL model): ESPnet config, conf/step0/*.yaml; empty = off
 step0_tag=              # name of the step-0 run (default: the config's file name without .yaml)
 step0_model=valid.loss.ave.pth  # step-0 checkpoint that is checked and exported (ESPnet's n-best average)
@@ -62,7 +63,7 @@ pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
-    ngpu step0_config step0_tag step0_model step0_check_utts step0_max_cer
+    ngpu gpu_inference step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
     step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config
@@ -153,6 +154,7 @@ last_stage=${#stage_table[@]}
 [[ $lid == true || $lid == false ]] || die "--lid must be true or false (got '$lid')"
 [[ $ssl_retrain == true || $ssl_retrain == false ]] || die "--ssl_retrain must be true or false (got '$ssl_retrain')"
 [[ $ngpu =~ ^[0-9]+$ ]] || die "--ngpu must be a non-negative integer (got '$ngpu')"
+[[ $gpu_inference == true || $gpu_inference == false ]] || die "--gpu_inference must be true or false (got '$gpu_inference')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
 # ESPnet's data options are "path,name,type" and Kaldi lists split on whitespace: outputs cannot live there
@@ -161,7 +163,15 @@ case $workdir in *[[:space:],]*) die "--workdir '$workdir' contains whitespace o
 
 # shellcheck source=cmd.sh
 . ./cmd.sh
-[ -n "$max_jobs_run" ] && train_cmd+=" --max_jobs_run $max_jobs_run" && decode_cmd+=" --max_jobs_run $max_jobs_run"
+[ -n "$max_jobs_run" ] && train_cmd+=" --max_jobs_run $max_jobs_run" && decode_cmd+=" --max_jobs_run $max_jobs_run" \
+    && cuda_cmd+=" --max_jobs_run $max_jobs_run"
+# Per-utterance inference jobs (decoding, SSL feature and unit dumps): one GPU each with --gpu_inference
+# true (ESPnet's option of that name), else on CPU, whatever --ngpu says (that is for training).
+if [ "$gpu_inference" = true ]; then
+    infer_cmd="$cuda_cmd --gpu 1" infer_ngpu=1
+else
+    infer_cmd=$decode_cmd infer_ngpu=0
+fi
 
 mkdir -p "$workdir"
 workdir=$(cd "$workdir" && pwd)
@@ -312,6 +322,22 @@ upstream_spec() {  # upstream_spec UPSTREAM_JSON: its {"name","path","cache_dir"
     python -c 'import json, sys; print(json.dumps(json.load(open(sys.argv[1]))["upstream"]))' "$1"
 }
 
+train_job() {  # train_job LOG COMMAND...: one ESPnet training run on --ngpu GPUs (0: CPU), resumable
+    # CPU: ${train_cmd}; one GPU: ${cuda_cmd} --gpu 1; N > 1 GPUs: ESPnet's own launcher, which submits
+    # one ${cuda_cmd} --gpu N job running N DDP processes (--multiprocessing_distributed true), one
+    # CPU core each, as egs2/TEMPLATE/asr1/asr.sh does. It appends --ngpu itself.
+    local log=$1
+    shift
+    if (( ngpu > 1 )); then
+        python -m espnet2.bin.launch --cmd "$cuda_cmd --num_threads $ngpu" --log "$log" --ngpu "$ngpu" \
+            --num_nodes 1 --multiprocessing_distributed true -- "$@"
+    elif (( ngpu == 1 )); then
+        ${cuda_cmd} --gpu 1 --num_threads 2 "$log" "$@" --ngpu 1
+    else
+        ${train_cmd} --num_threads 2 "$log" "$@" --ngpu 0 --use_amp false  # no mixed precision on CPU
+    fi
+}
+
 stage_finetune() {
     # Step 0: fine-tune the SSL model with CTC on the labelled data (ESPnet's trainer, our ASRTask),
     # check that it left the CTC blank phase (dev CER after epoch 1 and of the final model), and
@@ -349,12 +375,9 @@ stage_finetune() {
     # 3. Training, CTC only, the upstream of stage 3 (JSON is YAML: the path stays a string).
     local upstream
     upstream=$(upstream_spec "$ssl_json")
-    local train_opts=(--config "$step0_config" --ngpu "$ngpu" "${data_opts[@]}" --frontend_conf "upstream=$upstream"
+    local train_opts=(--config "$step0_config" "${data_opts[@]}" --frontend_conf "upstream=$upstream"
         "${char_shape_opts[@]}" --use_tensorboard false --use_matplotlib false
         --resume true --output_dir "$exp")
-    (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
-    local cmd=$train_cmd
-    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
 
     # The convergence check decodes (CTC, beam 1: a check, not the reported system) a fixed subset of
     # valid_set on CPU and scores it with the project's CER.
@@ -366,8 +389,8 @@ stage_finetune() {
         [ -e "$model" ] || die "$model not found: it is removed once a later epoch is better; remove $exp and rerun"
         log "step 0: decoding $valid_set with $(basename "$model") (logs: $logdir/step0/decode_$2.*.log)"
         rm -rf "$dir"
-        ${decode_cmd} JOB=1:"$check_nj" "$logdir/step0/decode_$2.JOB.log" python -m espnet2_ext.bin.asr_inference \
-            --ngpu 0 --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0.0 \
+        ${infer_cmd} JOB=1:"$check_nj" "$logdir/step0/decode_$2.JOB.log" python -m espnet2_ext.bin.asr_inference \
+            --ngpu "$infer_ngpu" --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0.0 \
             --data_path_and_name_and_type "$check/data/$valid_set/wav.scp,speech,sound" \
             --key_file "$check/data/$valid_set/split/keys.JOB.scp" \
             --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
@@ -379,13 +402,12 @@ stage_finetune() {
     # n-best epochs only); the full run then resumes from checkpoint.pth.
     if [ ! -f "$check/score_1epoch/scores.json" ]; then
         log "step 0: training epoch 1 (log: $logdir/step0/train_epoch1.log)"
-        ${cmd} --num_threads 2 "$logdir/step0/train_epoch1.log" \
-            python -m espnet2_ext.bin.asr_train "${train_opts[@]}" --max_epoch 1
+        train_job "$logdir/step0/train_epoch1.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}" --max_epoch 1
         step0_check 1epoch.pth 1epoch
     fi
     if [ ! -f "$exp/.train.done" ]; then
         log "step 0: training (log: $logdir/step0/train.log)"
-        ${cmd} --num_threads 2 "$logdir/step0/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
+        train_job "$logdir/step0/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
         touch "$exp/.train.done"
     fi
     [ -f "$check/score_final/scores.json" ] || step0_check "$step0_model" final
@@ -444,14 +466,11 @@ step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/up
     char_asr_shapes "$step1_config" "$workdir/exp/step1_stats" step1_stats
     local upstream
     upstream=$(upstream_spec "$upstream_json")
-    local train_opts=(--config "$step1_config" --ngpu "$ngpu" "${char_data_opts[@]}" "${char_shape_opts[@]}"
+    local train_opts=(--config "$step1_config" "${char_data_opts[@]}" "${char_shape_opts[@]}"
         --frontend_conf "upstream=$upstream" --use_tensorboard false --use_matplotlib false
         --resume true --output_dir "$exp")
-    (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
-    local cmd=$train_cmd
-    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
     log "step 1 run '$tag' on $x ($upstream_json) in $exp (log: $logdir/step1_$x/train.log)"
-    ${cmd} --num_threads 2 "$logdir/step1_$x/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
+    train_job "$logdir/step1_$x/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
     touch "$exp/.done"
 }
 
@@ -475,8 +494,7 @@ step1_weights_and_decode() {  # step1_weights_and_decode X
     python -m espnet2_ext.bin.layer_weights export --config "$exp/config.yaml" --model_file "$model" \
         --upstream_json "$workdir/exp/$x/upstream.json" --out_json "$exp/layer_weights.json" \
         --out_png "$exp/layer_weights.png"
-    local set dir set_nj sets=() cmd=$decode_cmd device_opts=(--ngpu 0)
-    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu 1" && device_opts=(--ngpu 1)
+    local set dir set_nj sets=()
     for set in $test_sets; do
         dir=$exp/decode/$set
         [ -f "$data/$set/wav.scp" ] || { log "no $data/$set: not decoded"; continue; }
@@ -486,8 +504,8 @@ step1_weights_and_decode() {  # step1_weights_and_decode X
         rm -rf "$dir"
         set_nj=$(python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$set" --max_utts 0 --nj "$nj" \
             --out_dir "$dir/keys")
-        ${cmd} JOB=1:"$set_nj" "$logdir/step1_$x/decode_$set.JOB.log" python -m espnet2_ext.bin.asr_inference \
-            --config "$step1_decode_config" "${device_opts[@]}" \
+        ${infer_cmd} JOB=1:"$set_nj" "$logdir/step1_$x/decode_$set.JOB.log" python -m espnet2_ext.bin.asr_inference \
+            --config "$step1_decode_config" --ngpu "$infer_ngpu" \
             --data_path_and_name_and_type "$data/$set/wav.scp,speech,sound" --key_file "$dir/keys/split/keys.JOB.scp" \
             --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
         cat "$dir"/output.*/1best_recog/text | sort >"$dir/text.tmp"
@@ -505,9 +523,9 @@ unit_system_names() {  # the systems of units_config selected by unit_systems, o
     python -m espnet2_ext.bin.units list --units_config "$units_config" --systems "$unit_systems"
 }
 
-unit_device_opts() {  # sets unit_cmd and unit_opts: SSL forwards on a GPU when ngpu > 0
-    unit_cmd=$train_cmd unit_opts=(--device cpu)
-    (( ngpu > 0 )) && unit_cmd="$cuda_cmd --gpu 1" && unit_opts=(--device cuda)
+unit_device_opts() {  # sets unit_opts: SSL forwards of the feature and unit dumps (${infer_cmd} jobs)
+    unit_opts=(--device cpu)
+    (( infer_ngpu > 0 )) && unit_opts=(--device cuda)
     return 0
 }
 
@@ -525,7 +543,7 @@ stage_kmeans() {
         if [ -f "$exp/.done" ]; then log "unit model $system already learned: $exp (remove it to relearn)"; continue; fi
         python -m espnet2_ext.bin.units spec --units_config "$units_config" --system "$system" --workdir "$workdir"
         log "unit system $system: features of the k-means subset of $train_set (logs: $logdir/kmeans/$system/feats.*.log)"
-        ${unit_cmd} JOB=1:"$nj" "$logdir/kmeans/$system/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
+        ${infer_cmd} JOB=1:"$nj" "$logdir/kmeans/$system/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
             --units_config "$units_config" --system "$system" --workdir "$workdir" --data_dir "$data/$train_set" \
             "${unit_opts[@]}" --shard JOB --nshard "$nj"
         ${train_cmd} --num_threads 2 "$logdir/kmeans/$system/learn.log" python -m espnet2_ext.bin.units learn \
@@ -552,7 +570,7 @@ stage_units() {
         if [ -f "$out/.done" ]; then log "units of $system already dumped: $out (remove it to redo)"; continue; fi
         [ -f "$exp/.done" ] || die "$exp has no unit model; run stage 7 (kmeans) first"
         log "unit system $system: units of ${sets[*]} (logs: $logdir/units/$system/dump.*.log)"
-        ${unit_cmd} JOB=1:"$nj" "$logdir/units/$system/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
+        ${infer_cmd} JOB=1:"$nj" "$logdir/units/$system/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
             --model_dir "$exp" --data_root "$data" --out_root "$out" --sets "${sets[*]}" "${unit_opts[@]}" \
             --shard JOB --nshard "$nj"
         python -m espnet2_ext.bin.units finish_sets --data_root "$data" --out_root "$out" --sets "${sets[*]}" --nshard "$nj"
@@ -589,10 +607,9 @@ stage_step2() {
     # registries: espnet2_ext.bin.discrete_asr_train) from dump/units/<system>/<set>/text (source,
     # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/.
     [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
-    local systems system units exp stats cmd=$train_cmd
+    local systems system units exp stats
     systems=$(step2_systems) || exit 1
     [ -n "$systems" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
-    (( ngpu > 0 )) && cmd="$cuda_cmd --gpu $ngpu"
     step2_target_opts
     for system in $systems; do
         units=$workdir/dump/units/$system exp=$workdir/exp/step2_$system
@@ -619,13 +636,12 @@ stage_step2() {
         fi
         # 3. training (resumes from checkpoint.pth after an interruption)
         log "step 2 $system: training (log: $logdir/step2/$system/train.log)"
-        local train_opts=(--config "$step2_config" --ngpu "$ngpu" "${opts[@]}"
+        local train_opts=(--config "$step2_config" "${opts[@]}"
             --train_shape_file "$stats/train/src_text_shape" --train_shape_file "$stats/train/text_shape"
             --valid_shape_file "$stats/valid/src_text_shape" --valid_shape_file "$stats/valid/text_shape"
             --fold_length 500 --fold_length 150 --use_tensorboard false --use_matplotlib false
             --resume true --output_dir "$exp")
-        (( ngpu > 0 )) || train_opts+=(--use_amp false)  # no mixed precision on CPU
-        ${cmd} --num_threads 2 "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
+        train_job "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
         [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$system/train.log"
         touch "$exp/.done"
     done
@@ -646,8 +662,8 @@ stage_decode() {
         [ -f "$exp/.done" ] || die "$exp is not trained; run stage 9 (step2) first"
         rm -rf "$dec"
         log "step 2 $system: decoding ${sets[*]} (logs: $logdir/step2/$system/decode.*.log)"
-        ${decode_cmd} JOB=1:"$nj" "$logdir/step2/$system/decode.JOB.log" python -m espnet2_ext.bin.discrete_asr_inference \
-            --ngpu 0 --config "$step2_decode_config" --batch_size 1 \
+        ${infer_cmd} JOB=1:"$nj" "$logdir/step2/$system/decode.JOB.log" python -m espnet2_ext.bin.discrete_asr_inference \
+            --ngpu "$infer_ngpu" --config "$step2_decode_config" --batch_size 1 \
             --data_path_and_name_and_type "$units/{set}/text,src_text,text" --sets "${sets[@]}" \
             --mt_train_config "$exp/config.yaml" --mt_model_file "$exp/$step2_model" \
             --output_dir "$dec/{set}/output.JOB" --shard JOB --nshard "$nj"

@@ -33,6 +33,7 @@ def run_sh(repo_root: Path, args: list[str], env: dict[str, str], cwd: Path) -> 
         (["--stage", "0"], "unknown stage 0"),
         (["--stage", "two"], "--stage and --stop_stage must be numbers"),
         (["--ngpu", "-1"], "--ngpu must be a non-negative integer"),
+        (["--gpu_inference", "yes"], "--gpu_inference must be true or false (got 'yes')"),
     ],
 )  # fmt: skip
 def test_missing_paths_and_wrong_values_are_named(
