@@ -206,9 +206,16 @@ def _layer_weight_lines(weights: Mapping[str, Mapping[str, Any]]) -> list[str]:
 def _unit_stats_lines(unit_stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if not unit_stats:
         return []
-    out = ["## Units", ""]
+    out = ["## Units", "",
+           "Pooled over the evaluation sets (stage 8's `dump/units/<system>/stats.json`): deduplicated units "
+           "per input unit, source BPE tokens per second, and the challenge bitrate of those tokens.", "",
+           "| unit system | features | K | BPE | dedup ratio | BPE tokens/s | bitrate (bit/s) |",
+           "|---|---|---:|---:|---:|---:|---:|"]
     for system, stats in unit_stats.items():
-        out += [f"- `{system}`: `{json.dumps(stats.get('summary', stats), ensure_ascii=False)[:400]}`"]
+        summary, conf = stats.get("summary", {}), stats.get("system", {})
+        out.append(f"| `{system}` | {conf.get('features', '?')} | {stats.get('k', '?')} | {stats.get('bpe_vocab_size', '?')} | "
+                   f"{_fmt(summary.get('dedup_ratio'))} | {_fmt(summary.get('bpe_tokens_per_second'), 1)} | "
+                   f"{_fmt(summary.get('bitrate'), 1)} |")
     return out + [""]
 
 

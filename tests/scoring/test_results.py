@@ -57,6 +57,10 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
     # the decoding options stages 6 and 10 copy next to the hypotheses
     (wd / "exp/step2_baseline/decode/decode.yaml").write_text("beam_size: 5\nctc_weight: 0.3\nlm_weight: 0.0\n")
     (wd / "exp/step2_twostep/decode/decode.yaml").write_text("beam_size: 1\nctc_weight: 1.0\n")
+    (wd / "dump/units/twostep").mkdir(parents=True)
+    (wd / "dump/units/twostep/stats.json").write_text(json.dumps({
+        "system": {"features": "learned"}, "k": 500, "bpe_vocab_size": 600,
+        "summary": {"dedup_ratio": 0.7519, "bpe_tokens_per_second": 32.149, "bitrate": 296.702}}))
 
     assert results_cli.main(["--workdir", str(wd), "--title", "Test run"]) == 0
     text = (wd / "RESULTS.md").read_text(encoding="utf-8")
@@ -79,6 +83,7 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
     # stage times: the last run of a stage counts
     assert "| 1 | corpus | 80 |" in text and "| | total | 89 |" in text
     assert "| step1_step0 | 0.100 | 0.200 | 0.700 | 2 |" in text
+    assert "| `twostep` | learned | 500 | 600 | 0.75 | 32.1 | 296.7 |" in text
     png = wd / "per_language_cer.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
