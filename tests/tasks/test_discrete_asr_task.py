@@ -90,5 +90,8 @@ def test_decode_configs_parse(config: Path) -> None:
     args = get_parser().parse_args(
         ["--config", str(config), "--output_dir", "o", "--data_path_and_name_and_type", "t,src_text,text"]
     )
-    assert args.ctc_weight == 0.3 and args.lm_weight == 0.0 and args.beam_size >= 5
-    assert isinstance(args, argparse.Namespace)
+    assert isinstance(args, argparse.Namespace) and args.lm_weight == 0.0
+    if config.name == "step2_demo.yaml":  # the demo decodes by the CTC branch's best path (the config says why)
+        assert (args.beam_size, args.ctc_weight) == (1, 1.0)
+    else:  # joint CTC/attention beam search with the challenge's CTC weight
+        assert args.ctc_weight == 0.3 and args.beam_size >= 5
