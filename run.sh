@@ -38,6 +38,8 @@ ssl_cache_dir=          # s3prl download cache holding hub checkpoints (offline:
 ssl_pretrain_config=    # demo: pre-train the small SSL model with this config (conf/ssl/*.yaml)
 ssl_retrain=false       # demo: pre-train even when ssl_path (the kept checkpoint) exists
 ngpu=0                  # GPUs per training job (0 = CPU; N > 1: DDP through ESPnet's espnet2.bin.launch)
+train_threads=2         # CPU threads of a training job (local backend: shared by the trainings running at once)
+max_train_jobs=1        # stages 5 and 9 train up to this many models at once (one per step-1 upstream / unit system)
 gpu_inference=false     # decoding (stages 4, 6, 10) and SSL feature/unit dumping (7, 8) on one GPU per job
 step0_config=           # step 0 (CTC fine-tuning of the SSL model): ESPnet config, conf/step0/*.yaml; empty = off
 step0_tag=              # name of the step-0 run (default: the config's file name without .yaml)
@@ -63,7 +65,7 @@ pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
-    ngpu gpu_inference step0_config step0_tag step0_model step0_check_utts step0_max_cer
+    ngpu train_threads max_train_jobs gpu_inference step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
     step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config
@@ -154,6 +156,8 @@ last_stage=${#stage_table[@]}
 [[ $lid == true || $lid == false ]] || die "--lid must be true or false (got '$lid')"
 [[ $ssl_retrain == true || $ssl_retrain == false ]] || die "--ssl_retrain must be true or false (got '$ssl_retrain')"
 [[ $ngpu =~ ^[0-9]+$ ]] || die "--ngpu must be a non-negative integer (got '$ngpu')"
+[[ $train_threads =~ ^[1-9][0-9]*$ ]] || die "--train_threads must be a positive integer (got '$train_threads')"
+[[ $max_train_jobs =~ ^[1-9][0-9]*$ ]] || die "--max_train_jobs must be a positive integer (got '$max_train_jobs')"
 [[ $gpu_inference == true || $gpu_inference == false ]] || die "--gpu_inference must be true or false (got '$gpu_inference')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
@@ -325,17 +329,74 @@ upstream_spec() {  # upstream_spec UPSTREAM_JSON: its {"name","path","cache_dir"
 train_job() {  # train_job LOG COMMAND...: one ESPnet training run on --ngpu GPUs (0: CPU), resumable
     # CPU: ${train_cmd}; one GPU: ${cuda_cmd} --gpu 1; N > 1 GPUs: ESPnet's own launcher, which submits
     # one ${cuda_cmd} --gpu N job running N DDP processes (--multiprocessing_distributed true), one
-    # CPU core each, as egs2/TEMPLATE/asr1/asr.sh does. It appends --ngpu itself.
-    local log=$1
+    # CPU core each, as egs2/TEMPLATE/asr1/asr.sh does. It appends --ngpu itself. CPU threads:
+    # train_job_threads (train_threads, or its share when parallel_trainings runs several at once).
+    local log=$1 threads=${train_job_threads:-$train_threads}
     shift
     if (( ngpu > 1 )); then
         python -m espnet2.bin.launch --cmd "$cuda_cmd --num_threads $ngpu" --log "$log" --ngpu "$ngpu" \
             --num_nodes 1 --multiprocessing_distributed true -- "$@"
     elif (( ngpu == 1 )); then
-        ${cuda_cmd} --gpu 1 --num_threads 2 "$log" "$@" --ngpu 1
+        ${cuda_cmd} --gpu 1 --num_threads "$threads" "$log" "$@" --ngpu 1
     else
-        ${train_cmd} --num_threads 2 "$log" "$@" --ngpu 0 --use_amp false  # no mixed precision on CPU
+        ${train_cmd} --num_threads "$threads" "$log" "$@" --ngpu 0 --use_amp false  # no mixed precision on CPU
     fi
+}
+
+train_models() {  # train_models WHAT PREFIX PREPARE FIT NAME...: train exp/PREFIX_NAME for every NAME
+    # Skips the finished ones (.done), runs PREPARE NAME for the others one after the other (checks,
+    # shapes: they may share files), then FIT NAME max_train_jobs at once (parallel_trainings).
+    local what=$1 prefix=$2 prepare=$3 fit=$4 name todo=()
+    shift 4
+    for name in "$@"; do
+        if [ -f "$workdir/exp/${prefix}_$name/.done" ]; then
+            log "$what $name already trained: $workdir/exp/${prefix}_$name (remove it to retrain)"
+        else
+            "$prepare" "$name"
+            todo+=("$name")
+        fi
+    done
+    (( ${#todo[@]} > 0 )) || return 0
+    parallel_trainings "$fit" "${todo[@]}"
+}
+
+parallel_trainings() {  # parallel_trainings FUNC NAME...: FUNC NAME for every NAME, max_train_jobs at once
+    # The models of stages 5 and 9 are independent: train up to max_train_jobs of them at once, each
+    # FUNC call in a background subshell (as Kaldi recipes background their decoding loops). On the
+    # local backend they share the train_threads cores (one thread each when they are more than the
+    # cores; on 2 CPU cores two 1-thread trainings did 1.4x the updates of one 2-thread training);
+    # on slurm every job gets its own train_threads. Waits for all, then fails naming the failed ones.
+    local func=$1
+    shift
+    local at_once=$(( $# < max_train_jobs ? $# : max_train_jobs ))
+    if (( at_once <= 1 )); then
+        local name
+        for name in "$@"; do "$func" "$name"; done
+        return 0
+    fi
+    train_job_threads=$train_threads
+    if [ "$cmd_backend" = local ]; then
+        train_job_threads=$(( train_threads / at_once ))
+        (( train_job_threads >= 1 )) || train_job_threads=1
+    fi
+    local status_dir
+    mkdir -p "$logdir"
+    status_dir=$(mktemp -d "$logdir/.parallel.XXXXXX")
+    log "training $* ($at_once at once, $train_job_threads CPU thread(s) each)"
+    local name
+    for name in "$@"; do
+        while (( $(jobs -rp | wc -l) >= at_once )); do wait -n || true; done
+        # the inner subshell keeps set -e; the outer records its exit status whatever it is
+        ( set +e; ( set -e; "$func" "$name" ); echo $? >"$status_dir/$name" ) &
+    done
+    wait
+    local failed=()
+    for name in "$@"; do
+        [ "$(cat "$status_dir/$name" 2>/dev/null)" = 0 ] || failed+=("$name")
+    done
+    rm -rf "$status_dir"
+    unset train_job_threads
+    (( ${#failed[@]} == 0 )) || die "training failed for: ${failed[*]} (see the messages above and their train.log)"
 }
 
 stage_finetune() {
@@ -431,23 +492,21 @@ stage_step1() {
     # Step 1: for each upstream source X of step1_upstreams, an ESPnet ASR run (our ASRTask) on a
     # learnable softmax-weighted sum of the hidden states of the FROZEN SSL model in
     # exp/X/upstream.json: exp/step1_X/. Its checkpoints hold the layer weights and the ASR model,
-    # not the SSL weights. Stage 6 reads the weights out and decodes with it.
+    # not the SSL weights. Stage 6 reads the weights out and decodes with it. The runs are checked
+    # one after the other, then trained max_train_jobs at once.
     if [ -z "${step1_upstreams// /}" ]; then log "step 1 is off (--step1_upstreams is empty)"; return 0; fi
     [ -f "$step1_config" ] || die "--step1_config $step1_config not found"
     local x
     for x in $step1_upstreams; do
         case $x in step0 | ssl) ;; *) die "--step1_upstreams: unknown upstream source '$x' (step0 or ssl)" ;; esac
     done
-    for x in $step1_upstreams; do step1_train "$x"; done
+    # shellcheck disable=SC2086  # space-separated names
+    train_models "step 1 on" step1 step1_prepare step1_fit $step1_upstreams
 }
 
-step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/upstream.json
+step1_prepare() {  # step1_prepare X: check the data of exp/step1_X against the SSL model of exp/X/upstream.json
     local x=$1 exp=$workdir/exp/step1_$1 upstream_json=$workdir/exp/$1/upstream.json
     [ -f "$upstream_json" ] || die "$upstream_json not found; run stage $([ "$x" = ssl ] && echo "3 (ssl)" || echo "4 (finetune)") first"
-    if [ -f "$exp/.done" ]; then
-        log "step 1 on $x already trained: $exp (remove it to retrain)"
-        return 0
-    fi
     local tag
     tag=$(basename "$step1_config" .yaml)
     mkdir -p "$exp"
@@ -464,12 +523,15 @@ step1_train() {  # step1_train X: train exp/step1_X on the SSL model of exp/X/up
         --out "$exp/length_check.json" || exit 1
     # one set of shapes for every step-1 run: they read the same data with the same tokens
     char_asr_shapes "$step1_config" "$workdir/exp/step1_stats" step1_stats
-    local upstream
-    upstream=$(upstream_spec "$upstream_json")
+}
+
+step1_fit() {  # step1_fit X: train exp/step1_X (after step1_prepare, which set the data and shape options)
+    local x=$1 exp=$workdir/exp/step1_$1 upstream
+    upstream=$(upstream_spec "$workdir/exp/$x/upstream.json")
     local train_opts=(--config "$step1_config" "${char_data_opts[@]}" "${char_shape_opts[@]}"
         --frontend_conf "upstream=$upstream" --use_tensorboard false --use_matplotlib false
         --resume true --output_dir "$exp")
-    log "step 1 run '$tag' on $x ($upstream_json) in $exp (log: $logdir/step1_$x/train.log)"
+    log "step 1 run '$(<"$exp/tag")' on $x in $exp (log: $logdir/step1_$x/train.log)"
     train_job "$logdir/step1_$x/train.log" python -m espnet2_ext.bin.asr_train "${train_opts[@]}"
     touch "$exp/.done"
 }
@@ -555,10 +617,11 @@ stage_kmeans() {
 }
 
 stage_units() {
-    # Per unit system: units of every set (sharded), dedup + one character per unit, source BPE
-    # trained on train's unit strings, BPE tokens of every set, and per-set statistics.
+    # Per unit system: units of every set (sharded; systems on the same SSL model share one SSL
+    # forward per utterance), dedup + one character per unit, source BPE trained on train's unit
+    # strings, BPE tokens of every set, and per-set statistics.
     [ -f "$units_config" ] || die "--units_config $units_config not found"
-    local systems system exp out set sets=()
+    local systems system exp out set sets=() todo=()
     systems=$(unit_system_names) || exit 1
     unit_device_opts
     for set in "$train_set" "$valid_set" $test_sets; do
@@ -569,10 +632,23 @@ stage_units() {
         exp=$workdir/exp/kmeans/$system out=$workdir/dump/units/$system
         if [ -f "$out/.done" ]; then log "units of $system already dumped: $out (remove it to redo)"; continue; fi
         [ -f "$exp/.done" ] || die "$exp has no unit model; run stage 7 (kmeans) first"
-        log "unit system $system: units of ${sets[*]} (logs: $logdir/units/$system/dump.*.log)"
-        ${infer_cmd} JOB=1:"$nj" "$logdir/units/$system/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
-            --model_dir "$exp" --data_root "$data" --out_root "$out" --sets "${sets[*]}" "${unit_opts[@]}" \
-            --shard JOB --nshard "$nj"
+        todo+=("$system")
+    done
+    (( ${#todo[@]} > 0 )) || return 0
+    local groups group group_opts
+    groups=$(python -m espnet2_ext.bin.units groups --workdir "$workdir" --systems "${todo[*]}") || exit 1
+    mapfile -t groups <<<"$groups"
+    for group in "${groups[@]}"; do
+        group_opts=()
+        for system in $group; do
+            group_opts+=(--model_dir "$workdir/exp/kmeans/$system" --out_root "$workdir/dump/units/$system")
+        done
+        log "units of ${sets[*]} for $group, one SSL pass (logs: $logdir/units/${group// /+}/dump.*.log)"
+        ${infer_cmd} JOB=1:"$nj" "$logdir/units/${group// /+}/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
+            "${group_opts[@]}" --data_root "$data" --sets "${sets[*]}" "${unit_opts[@]}" --shard JOB --nshard "$nj"
+    done
+    for system in "${todo[@]}"; do
+        out=$workdir/dump/units/$system
         python -m espnet2_ext.bin.units finish_sets --data_root "$data" --out_root "$out" --sets "${sets[*]}" --nshard "$nj"
         python -m espnet2_ext.bin.units bpe --units_config "$units_config" --system "$system" --units_dir "$out" \
             --train_set "$train_set" --sets "${sets[*]}"
@@ -606,45 +682,58 @@ stage_step2() {
     # Step 2: per unit system, a discrete-unit ASR model (ESPnet's MT task, model discrete_asr, our
     # registries: espnet2_ext.bin.discrete_asr_train) from dump/units/<system>/<set>/text (source,
     # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/.
+    # The systems are checked one after the other, then trained max_train_jobs at once.
     [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
-    local systems system units exp stats
+    local systems
     systems=$(step2_systems) || exit 1
     [ -n "$systems" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
     step2_target_opts
-    for system in $systems; do
-        units=$workdir/dump/units/$system exp=$workdir/exp/step2_$system
-        if [ -f "$exp/.done" ]; then log "step 2 $system already trained: $exp (remove it to retrain)"; continue; fi
-        [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
-        local opts=(--use_preprocessor true "${step2_tgt_opts[@]}" --src_token_type bpe
-            --src_bpemodel "$units/src_bpe/bpe.model" --src_token_list "$units/src_bpe/tokens.txt"
-            --train_data_path_and_name_and_type "$units/$train_set/text,src_text,text"
-            --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
-            --valid_data_path_and_name_and_type "$units/$valid_set/text,src_text,text"
-            --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
-        mkdir -p "$exp"
-        # 1. CTC needs at least one encoder frame per target token: fail early, with figures, if the
-        #    source is too short for the target (BPE too coarse, too much subsampling).
-        python -m espnet2_ext.bin.step2 check_lengths --config "$step2_config" --src_tokens "$units/$train_set/tokens" \
-            --text "$data/$train_set/text" "${step2_tgt_opts[@]}" --max_infeasible "$step2_max_ctc_infeasible" --out "$exp/length_check.json" || exit 1
-        # 2. shapes for ESPnet's batching
-        stats=$exp/stats
-        if [ ! -f "$stats/.done" ]; then
-            ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
-                --collect_stats true --config "$step2_config" --ngpu 0 "${opts[@]}" \
-                --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
-            touch "$stats/.done"
-        fi
-        # 3. training (resumes from checkpoint.pth after an interruption)
-        log "step 2 $system: training (log: $logdir/step2/$system/train.log)"
-        local train_opts=(--config "$step2_config" "${opts[@]}"
-            --train_shape_file "$stats/train/src_text_shape" --train_shape_file "$stats/train/text_shape"
-            --valid_shape_file "$stats/valid/src_text_shape" --valid_shape_file "$stats/valid/text_shape"
-            --fold_length 500 --fold_length 150 --use_tensorboard false --use_matplotlib false
-            --resume true --output_dir "$exp")
-        train_job "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
-        [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$system/train.log"
-        touch "$exp/.done"
-    done
+    # shellcheck disable=SC2086  # one name per line
+    train_models "step 2" step2 step2_prepare step2_fit $systems
+}
+
+step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and data of its training
+    local units=$workdir/dump/units/$1
+    step2_opts=(--use_preprocessor true "${step2_tgt_opts[@]}" --src_token_type bpe
+        --src_bpemodel "$units/src_bpe/bpe.model" --src_token_list "$units/src_bpe/tokens.txt"
+        --train_data_path_and_name_and_type "$units/$train_set/text,src_text,text"
+        --train_data_path_and_name_and_type "$data/$train_set/text,text,text"
+        --valid_data_path_and_name_and_type "$units/$valid_set/text,src_text,text"
+        --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
+}
+
+step2_prepare() {  # step2_prepare SYSTEM: length check and shapes of exp/step2_SYSTEM
+    local system=$1 units=$workdir/dump/units/$1 exp=$workdir/exp/step2_$1
+    [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
+    step2_data_opts "$system"
+    mkdir -p "$exp"
+    # 1. CTC needs at least one encoder frame per target token: fail early, with figures, if the
+    #    source is too short for the target (BPE too coarse, too much subsampling).
+    python -m espnet2_ext.bin.step2 check_lengths --config "$step2_config" --src_tokens "$units/$train_set/tokens" \
+        --text "$data/$train_set/text" "${step2_tgt_opts[@]}" --max_infeasible "$step2_max_ctc_infeasible" --out "$exp/length_check.json" || exit 1
+    # 2. shapes for ESPnet's batching
+    local stats=$exp/stats
+    if [ ! -f "$stats/.done" ]; then
+        ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
+            --collect_stats true --config "$step2_config" --ngpu 0 "${step2_opts[@]}" \
+            --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
+        touch "$stats/.done"
+    fi
+}
+
+step2_fit() {  # step2_fit SYSTEM: train exp/step2_SYSTEM (resumes from checkpoint.pth after an interruption)
+    local system=$1 exp=$workdir/exp/step2_$1
+    local stats=$exp/stats
+    step2_data_opts "$system"
+    log "step 2 $system: training (log: $logdir/step2/$system/train.log)"
+    local train_opts=(--config "$step2_config" "${step2_opts[@]}"
+        --train_shape_file "$stats/train/src_text_shape" --train_shape_file "$stats/train/text_shape"
+        --valid_shape_file "$stats/valid/src_text_shape" --valid_shape_file "$stats/valid/text_shape"
+        --fold_length 500 --fold_length 150 --use_tensorboard false --use_matplotlib false
+        --resume true --output_dir "$exp")
+    train_job "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
+    [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$system/train.log"
+    touch "$exp/.done"
 }
 
 stage_decode() {

@@ -37,10 +37,15 @@ def fake_units(text: str) -> list[int]:
     return out
 
 
-def write_fake_workdir(wd: Path) -> None:
-    """data/<set>/{text,utt2lang,utt2num_samples} and dump/units/<SYSTEM>/ as stage 8 writes it."""
+def write_fake_workdir(wd: Path, systems: tuple[str, ...] = (SYSTEM,)) -> None:
+    """data/<set>/{text,utt2lang,utt2num_samples} and dump/units/<system>/ as stage 8 writes it."""
+    for system in systems:
+        write_fake_units(wd, system)
+
+
+def write_fake_units(wd: Path, system: str) -> None:
     rng = np.random.default_rng(0)
-    units_dir = wd / "dump/units" / SYSTEM
+    units_dir = wd / "dump/units" / system
     for set_name, n in SETS.items():
         utts = [f"{set_name}_{'eng' if i % 2 else 'deu'}_{i:04d}" for i in range(n)]
         texts = {u: " ".join("".join(rng.choice(list(LETTERS), rng.integers(1, 4))) for _ in range(3)) for u in utts}
@@ -198,6 +203,27 @@ def test_scores_include_the_bitrate_of_the_source_tokens(workdir: Path) -> None:
     seconds = 2.0 * sum(SETS[s] for s in TEST_SETS)
     assert bitrate["streams"] == [{"name": "units", "vocab_size": 16, "n_tokens": pieces}], "V = the 16 BPE pieces"
     assert bitrate["pooled_bps"] == pytest.approx(pieces / seconds * np.log2(16))
+
+
+def test_systems_train_in_parallel_and_a_failed_one_is_named(
+    repo_root: Path, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    write_fake_workdir(wd, ("baseline", "twostep"))
+    # twostep's shapes are marked collected but missing: its training (not its preparation) fails
+    (wd / "exp/step2_twostep/stats").mkdir(parents=True)
+    (wd / "exp/step2_twostep/stats/.done").touch()
+    args = [*STEP2_ARGS, "--unit_systems", "baseline twostep", "--max_train_jobs", "2", "--train_threads", "2"]
+    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "9", "--stop_stage", "9", *args], cli_env)
+    assert r.returncode != 0
+    assert "training baseline twostep (2 at once, 1 CPU thread(s) each)" in r.stderr
+    assert "training failed for: twostep (" in r.stderr
+    assert (wd / "exp/step2_baseline/.done").is_file(), "the other system still trains to the end"
+    assert not (wd / "exp/step2_twostep/.done").exists()
+    log = (wd / "log/step2/baseline/train.log").read_text()
+    assert "# Accounting: time=" in log and "threads=1\n" in log, "2 trainings at once share the 2 threads"
+    assert "src_text_shape" in (wd / "log/step2/twostep/train.log").read_text(), "the failed one's log says why"
+    assert not list((wd / "log").glob(".parallel.*")), "the exit statuses are cleaned up"
 
 
 def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], workdir: Path) -> None:

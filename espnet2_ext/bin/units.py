@@ -6,8 +6,9 @@ Subcommands (``C`` = ``conf/units/<recipe>.yaml``, ``S`` = a system name, ``W`` 
     units spec        --units_config C --system S --workdir W                 # exp/kmeans/S/feature_spec.json
     units dump_feats  --units_config C --system S --workdir W --data_dir data/train --shard J --nshard N
     units learn       --units_config C --system S --workdir W                 # exp/kmeans/S/{centroids.npy,...}
-    units dump_units  --model_dir exp/kmeans/S --data_root data --out_root dump/units/S --sets "train dev ..." \
-                      --shard J --nshard N                                    # <set>/split/units.J
+    units groups      --workdir W --systems "S1 S2 ..."   # the systems that share an SSL model, a line per group
+    units dump_units  --model_dir exp/kmeans/S --out_root dump/units/S [--model_dir ... --out_root ...] \
+                      --data_root data --sets "train dev ..." --shard J --nshard N   # <set>/split/units.J
     units finish_sets --data_root data --out_root dump/units/S --sets "..." --nshard N   # <set>/{units,text}
     units bpe         --units_config C --system S --units_dir dump/units/S --train_set train --sets "..."
     units stats       --units_config C --system S --units_dir dump/units/S --data_root data --sets "..."
@@ -38,14 +39,21 @@ def _system(args: argparse.Namespace):
     return select_systems(load_units_config(args.units_config), args.system)[0]
 
 
-def _extractor(spec_or_model, device: str):
+def _device(device: str) -> str:
     import torch
 
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _extractor(spec, device: str):
     from espnet2_ext.tokenizer.features import FeatureExtractor
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return FeatureExtractor(spec_or_model).to(device)
+    return FeatureExtractor(spec).to(_device(device))
+
+
+def _upstream_key(spec) -> str:
+    """Specs with equal keys are computed from the same SSL model (MFCC specs share the key 'mfcc')."""
+    return "mfcc" if spec.upstream is None else json.dumps(dict(spec.upstream), sort_keys=True)
 
 
 def _read_spec(exp_dir: Path):
@@ -117,18 +125,36 @@ def cmd_learn(args: argparse.Namespace) -> None:
                 distortion, exp)
 
 
+def cmd_groups(args: argparse.Namespace) -> None:
+    groups: dict[str, list[str]] = {}
+    for name in args.systems.split():
+        spec = _read_spec(args.workdir / "exp" / "kmeans" / name)
+        groups.setdefault(_upstream_key(spec), []).append(name)
+    for names in groups.values():
+        print(" ".join(names))
+
+
 def cmd_dump_units(args: argparse.Namespace) -> None:
     from espnet2_ext.tokenizer.dump import dump_units
+    from espnet2_ext.tokenizer.features import FeatureExtractor
     from espnet2_ext.tokenizer.unit_model import UnitModel
 
-    todo = [name for name in args.sets.split() if not (args.out_root / name / "split" / f"units.{args.shard}").is_file()]
-    if not todo:
-        logger.info("%s: unit shard %d of every set already dumped", args.out_root, args.shard)
-        return
-    model = UnitModel.load(args.model_dir)
-    extractor = _extractor(model.spec, args.device)  # loaded once for all sets
-    for name in todo:
-        dump_units(model, extractor, args.data_root / name, args.out_root / name, args.shard, args.nshard)
+    if len(args.model_dir) != len(args.out_root):
+        raise DataError(f"{len(args.model_dir)} --model_dir but {len(args.out_root)} --out_root; give one per system")
+    models = [UnitModel.load(d) for d in args.model_dir]
+    if len({_upstream_key(m.spec) for m in models}) != 1:
+        raise DataError(f"{' '.join(map(str, args.model_dir))}: these unit models use different SSL models; dump "
+                        "them in separate jobs (one per group of 'units groups')")
+    # one upstream, loaded once, for every system and set of this job
+    first = _extractor(models[0].spec, args.device)
+    extractors = [first] + [FeatureExtractor(m.spec, first.upstream).to(_device(args.device)) for m in models[1:]]
+    for name in args.sets.split():
+        todo = [(m, e, out / name) for m, e, out in zip(models, extractors, args.out_root)
+                if not (out / name / "split" / f"units.{args.shard}").is_file()]
+        if not todo:
+            logger.info("%s: unit shard %d already dumped for every system", name, args.shard)
+            continue
+        dump_units(todo, args.data_root / name, args.shard, args.nshard)
 
 
 def cmd_finish_sets(args: argparse.Namespace) -> None:
@@ -189,10 +215,15 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_dir", type=Path, required=True, help="the training data dir")
     p = add("learn", cmd_learn, "k-means on the dumped features; unit model + km_<K>.mdl")
     p.add_argument("--workdir", type=Path, required=True)
-    p = add("dump_units", cmd_dump_units, "units of one shard of every set", system=False, shard=True)
-    p.add_argument("--model_dir", type=Path, required=True, help="exp/kmeans/<system>")
+    p = add("groups", cmd_groups, "the systems that share an SSL model (one SSL pass in dump_units)", system=False)
+    p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--systems", required=True, help="space-separated systems with a feature spec (stage 7)")
+    p = add("dump_units", cmd_dump_units, "units of one shard of every set, for systems on one SSL model",
+            system=False, shard=True)
+    p.add_argument("--model_dir", type=Path, required=True, action="append", help="exp/kmeans/<system> (repeatable)")
     p.add_argument("--data_root", type=Path, required=True, help="holds <set>/{wav.scp,utt2num_samples}")
-    p.add_argument("--out_root", type=Path, required=True, help="dump/units/<system>: <set>/split/units.J")
+    p.add_argument("--out_root", type=Path, required=True, action="append",
+                   help="dump/units/<system>: <set>/split/units.J, one per --model_dir, in the same order")
     p.add_argument("--sets", required=True, help="space-separated set names")
     p = add("finish_sets", cmd_finish_sets, "merge the shards of every set; write the unit strings", system=False)
     p.add_argument("--data_root", type=Path, required=True)

@@ -16,6 +16,7 @@ the subset, not the corpus::
 
 **Units** (:func:`dump_units`): every utterance of a set, shard ``J`` writing ``units.J``
 (``utt u1 u2 ...``, one id per frame); :func:`merge_units` concatenates the shards in id order.
+Unit systems on the same SSL model are dumped together, one SSL forward per utterance for all.
 
 Example:
     >>> dump_features(extractor, "data/train", "exp/kmeans/twostep/feats", portion=0.3, seed=0,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -68,16 +69,33 @@ def _read_set(data_dir: Path) -> tuple[dict[str, str], dict[str, int]]:
     return wav_scp, num_samples
 
 
-def _features(extractor: FeatureExtractor, wav_scp: dict[str, str], num_samples: dict[str, int],
-              utts: list[str], expected: np.ndarray, desc: str) -> Iterator[tuple[str, np.ndarray]]:
-    """(utt, (F, D) float32 features) per utterance: one extractor forward each."""
-    device = next(extractor.buffers(), torch.zeros(0)).device
+def _check_shared_upstream(extractors: Sequence[FeatureExtractor]) -> None:
+    if not extractors or len({id(e.upstream) for e in extractors}) != 1:
+        raise ValueError("the extractors of one pass must share one loaded upstream (or all be MFCC)")
+
+
+def _features(extractors: Sequence[FeatureExtractor], wav_scp: dict[str, str], num_samples: dict[str, int],
+              utts: list[str], expected: np.ndarray, desc: str) -> Iterator[tuple[str, list[np.ndarray]]]:
+    """(utt, [(F, D) float32 features of each extractor]) per utterance.
+
+    One SSL forward per utterance, whatever the number of extractors: they share the upstream
+    (:func:`_check_shared_upstream`) and each combines its hidden states.
+    """
+    _check_shared_upstream(extractors)
+    upstream = extractors[0].upstream
+    device = next(extractors[0].buffers(), torch.zeros(0)).device
     for utt, frames in zip(tqdm(utts, desc=desc, unit="utt", mininterval=5), expected):
         wav = torch.from_numpy(read_wav(wav_scp[utt], utt, num_samples[utt]))
-        feats, lens = extractor(wav[None].to(device), torch.tensor([len(wav)], device=device))
-        if int(lens[0]) != frames:
-            raise RuntimeError(f"{utt}: the extractor gave {int(lens[0])} frames, num_frames() said {frames}")
-        yield utt, feats[0, :frames].cpu().numpy()
+        wavs, wav_lens = wav[None].to(device), torch.tensor([len(wav)], device=device)
+        if upstream is None:
+            outputs = [e(wavs, wav_lens) for e in extractors]
+        else:
+            states, lens = upstream(wavs, wav_lens)
+            outputs = [e.combine(states, lens) for e in extractors]
+        for _, lens in outputs:
+            if int(lens[0]) != frames:
+                raise RuntimeError(f"{utt}: the extractor gave {int(lens[0])} frames, num_frames() said {frames}")
+        yield utt, [feats[0, :frames].cpu().numpy() for feats, _ in outputs]
 
 
 def dump_features(extractor: FeatureExtractor, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
@@ -109,7 +127,7 @@ def dump_features(extractor: FeatureExtractor, data_dir: str | os.PathLike, out_
     feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(frames.sum()), extractor.dim))
     offset = 0
     try:
-        for _, x in _features(extractor, wav_scp, num_samples, utts, frames, f"features {shard}/{nshard}"):
+        for _, (x,) in _features([extractor], wav_scp, num_samples, utts, frames, f"features {shard}/{nshard}"):
             feats[offset : offset + len(x)] = x
             offset += len(x)
         feats.flush()
@@ -162,22 +180,32 @@ def sample_frames(arrays: list[np.ndarray], max_frames: int, seed: int) -> np.nd
     return out
 
 
-def dump_units(model: UnitModel, extractor: FeatureExtractor, data_dir: str | os.PathLike,
-               out_dir: str | os.PathLike, shard: int, nshard: int) -> int:
-    """Units of shard ``shard`` of a set to ``out_dir/split/units.<shard>`` (``utt u1 u2 ...``).
+def dump_units(systems: Sequence[tuple[UnitModel, FeatureExtractor, str | os.PathLike]],
+               data_dir: str | os.PathLike, shard: int, nshard: int) -> int:
+    """Units of shard ``shard`` of a set, per system, to ``<out_dir>/split/units.<shard>`` (``utt u1 u2 ...``).
+
+    Args:
+        systems: (unit model, its extractor, out_dir) per unit system; the extractors share one
+            loaded upstream, so each utterance goes through the SSL model once for all of them.
+        data_dir: the set's data dir.
+        shard, nshard: this job's shard (1-based) of ``nshard``.
 
     Returns:
-        Utterances written.
+        Utterances written (per system).
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir = Path(data_dir)
     wav_scp, num_samples = _read_set(data_dir)
     utts = shard_ids(list(wav_scp), shard, nshard)
-    frames = extractor.num_frames([num_samples[u] for u in utts]).numpy()
-    rows = [(utt, " ".join(map(str, model.assign(x).tolist())))
-            for utt, x in _features(extractor, wav_scp, num_samples, utts, frames,
-                                    f"units {data_dir.name} {shard}/{nshard}")]
-    write_kaldi_text(out_dir / "split" / f"units.{shard}", rows)
-    return len(rows)
+    extractors = [extractor for _, extractor, _ in systems]
+    frames = extractors[0].num_frames([num_samples[u] for u in utts]).numpy()
+    rows: list[list[tuple[str, str]]] = [[] for _ in systems]
+    for utt, feats in _features(extractors, wav_scp, num_samples, utts, frames,
+                                f"units {data_dir.name} {shard}/{nshard}"):
+        for out, (model, _, _), x in zip(rows, systems, feats):
+            out.append((utt, " ".join(map(str, model.assign(x).tolist()))))
+    for out, (_, _, out_dir) in zip(rows, systems):
+        write_kaldi_text(Path(out_dir) / "split" / f"units.{shard}", out)
+    return len(utts)
 
 
 def merge_units(out_dir: str | os.PathLike, nshard: int, data_dir: str | os.PathLike) -> Path:

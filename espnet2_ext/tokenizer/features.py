@@ -311,7 +311,19 @@ class FeatureExtractor(nn.Module):
             seqs = [torch.from_numpy(mfcc_features(w[: int(n)].cpu().numpy())) for w, n in zip(wavs, wav_lens)]
             lens = torch.tensor([len(s) for s in seqs], dtype=torch.long)
             return nn.utils.rnn.pad_sequence(seqs, batch_first=True).to(wavs.device), lens.to(wavs.device)
-        states, lens = self.upstream(wavs, wav_lens)
+        return self.combine(*self.upstream(wavs, wav_lens))
+
+    @torch.no_grad()
+    def combine(self, states: Sequence[torch.Tensor], lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features from hidden states the upstream already computed (several specs, one SSL pass).
+
+        Args:
+            states: S hidden states of ``self.upstream``, each (B, F, D).
+            lens: (B,) frames per utterance.
+
+        Returns:
+            As :meth:`forward`.
+        """
         selected = [states[i] for i in self.spec.layers]
         if self.spec.normalize_layers:
             selected = [nn.functional.layer_norm(h, h.shape[-1:]) for h in selected]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import joblib
@@ -11,6 +14,7 @@ import torch
 
 from espnet2_ext.data.datadir import read_wav
 from espnet2_ext.frontend.discrete_tokenizer import PAD_UNIT, DiscreteTokenizerFrontend
+from espnet2_ext.ssl.upstream import SSLUpstream
 from espnet2_ext.tokenizer.bpe import read_units
 from espnet2_ext.tokenizer.dump import (
     dump_features,
@@ -75,9 +79,9 @@ def test_sharded_units_equal_unsharded_and_the_frontend(system, tiny_data: Path,
     root, _, _ = system
     model = UnitModel.load(root / "model")
     extractor = FeatureExtractor(model.spec)
-    dump_units(model, extractor, tiny_data, tmp_path / "one", 1, 1)
+    dump_units([(model, extractor, tmp_path / "one")], tiny_data, 1, 1)
     for j in (1, 2, 3):
-        dump_units(model, extractor, tiny_data, tmp_path / "three", j, 3)
+        dump_units([(model, extractor, tmp_path / "three")], tiny_data, j, 3)
     merge_units(tmp_path / "one", 1, tiny_data)
     merge_units(tmp_path / "three", 3, tiny_data)
     assert (tmp_path / "one/units").read_text() == (tmp_path / "three/units").read_text()
@@ -111,3 +115,54 @@ def test_sklearn_export_labels_like_our_assignment(system, tmp_path: Path) -> No
     x = np.asarray(arrays[0][:300])
     np.testing.assert_array_equal(km.predict(x), model.assign(x))
     np.testing.assert_array_equal(km.cluster_centers_, model.centroids)
+
+
+def test_systems_on_one_ssl_model_share_its_forward_and_get_their_own_units(
+    tiny_upstream_info: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    from espnet2_ext.bin import units
+
+    weights = write_layer_weights(tmp_path / "layer_weights.json", tiny_upstream_info, [0.2, 1.0, -0.5])
+    rng = np.random.default_rng(0)
+    for mode in ("learned", "single", "uniform"):
+        spec = FeatureSpec.parse(mode, tiny_upstream_info, weights if mode == "learned" else None)
+        centroids = rng.standard_normal((K, 32)).astype(np.float32)
+        UnitModel(centroids, spec, {}).save(tmp_path / "exp/kmeans" / mode)
+        (tmp_path / "exp/kmeans" / mode / "feature_spec.json").write_text(json.dumps(spec.to_dict()))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data/train").symlink_to(tiny_data)
+    forwards = []
+    original = SSLUpstream.forward
+
+    def counted(self, *args, **kwargs):
+        forwards.append(1)
+        return original(self, *args, **kwargs)
+
+    def dump(modes: tuple[str, ...], out: str) -> int:
+        forwards.clear()
+        argv = ["dump_units", "--data_root", str(tmp_path / "data"), "--sets", "train", "--shard", "1", "--nshard", "1"]
+        for mode in modes:
+            argv += ["--model_dir", str(tmp_path / "exp/kmeans" / mode), "--out_root", str(tmp_path / out / mode)]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SSLUpstream, "forward", counted)
+            assert units.main(argv) == 0
+        return len(forwards)
+
+    utts = len(read_kaldi_text(tiny_data / "wav.scp"))
+    assert dump(("learned", "single", "uniform"), "shared") == utts, "one SSL forward per utterance for 3 systems"
+    for mode in ("learned", "single", "uniform"):
+        assert dump((mode,), "alone") == utts
+        shared = (tmp_path / "shared" / mode / "train/split/units.1").read_text()
+        assert shared == (tmp_path / "alone" / mode / "train/split/units.1").read_text(), mode
+    assert len({(tmp_path / "shared" / m / "train/split/units.1").read_text() for m in ("learned", "single")}) == 2
+
+    # the systems of one job must share the SSL model: MFCC units go in a job of their own
+    UnitModel(rng.standard_normal((K, 39)).astype(np.float32), FeatureSpec("mfcc"), {}).save(tmp_path / "exp/kmeans/m")
+    (tmp_path / "exp/kmeans/m/feature_spec.json").write_text(json.dumps(FeatureSpec("mfcc").to_dict()))
+    argv = ["dump_units", "--data_root", str(tmp_path / "data"), "--sets", "train", "--shard", "1", "--nshard", "1"]
+    for mode in ("single", "m"):
+        argv += ["--model_dir", str(tmp_path / "exp/kmeans" / mode), "--out_root", str(tmp_path / "mixed" / mode)]
+    assert units.main(argv) == 1
+    groups = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.units", "groups", "--workdir", str(tmp_path),
+                             "--systems", "single m learned uniform"], capture_output=True, text=True, check=True)
+    assert groups.stdout.splitlines() == ["single learned uniform", "m"]
