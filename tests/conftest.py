@@ -15,6 +15,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.recipe import run_recipe  # noqa: E402  (after the path above)
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
@@ -31,12 +33,6 @@ def cli_env() -> dict[str, str]:
     # the python running the tests (the project venv) is the one the CLIs must use
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
-
-
-def run_recipe(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    """``run.sh --config conf/recipe/tiny.yaml ARGS`` from the repository root."""
-    return subprocess.run([str(REPO_ROOT / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture(scope="session")

@@ -17,14 +17,10 @@ from pathlib import Path
 import pytest
 
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import run_recipe
 
 TEST_SETS = ["test_1h", "dev_clean", "dev_other", "test_clean", "test_other"]
 OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0", "--pack_systems", "twostep"]
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=repo_root,
-                          env=env, capture_output=True, text=True, timeout=3600)
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def workdir(repo_root: Path, cli_env: dict[str, str], tiny_recipe_workdir: Path,
     wd = tmp_path_factory.mktemp("e2e")
     shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
     shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
-    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *OPTS], cli_env)
+    r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *OPTS], cli_env)
     assert r.returncode == 0, r.stderr[-4000:]
     return wd
 
@@ -93,7 +89,7 @@ def test_recognize_on_the_moved_pack_reproduces_the_recipe(workdir: Path, cli_en
 
 def test_rerun_skips_every_finished_stage(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
     before = (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "5", "--stop_stage", "10", *OPTS], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "5", "--stop_stage", "10", *OPTS], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns == before
     assert "already" in r.stderr

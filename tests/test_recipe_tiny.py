@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import run_recipe
 
 SETS = ["train", "dev", "test_1h", "dev_clean", "dev_other", "test_clean", "test_other"]
 FILES = ["wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2num_samples"]
@@ -18,12 +18,6 @@ FILES = ["wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2num_samples"]
 @pytest.fixture(scope="module")
 def workdir(tiny_recipe_workdir: Path) -> Path:
     return tiny_recipe_workdir
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=repo_root,
-                       env=env, capture_output=True, text=True, timeout=600)
-    return r
 
 
 def test_data_dirs_are_complete_and_consistent(workdir: Path) -> None:
@@ -53,7 +47,7 @@ def test_score_stage_scores_every_system(workdir: Path, repo_root: Path, cli_env
             out = workdir / "exp" / system / "decode" / s
             out.mkdir(parents=True, exist_ok=True)
             (out / "text").write_text("".join(f"{u} {fn(t)}\n" for u, t in refs.items()))
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "11", "--stop_stage", "11"], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "11", "--stop_stage", "11"], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     oracle = json.loads((workdir / "exp/oracle/score/scores.json").read_text())
     chopped = json.loads((workdir / "exp/chopped/score/scores.json").read_text())
@@ -73,7 +67,7 @@ def test_score_stage_scores_every_system(workdir: Path, repo_root: Path, cli_env
 
 def test_rerun_skips_completed_stages(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
     before = (workdir / "data/train/text").stat().st_mtime_ns
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stop_stage", "2"], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stop_stage", "2"], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "corpus already complete" in r.stderr
     assert "data/train is complete" in r.stderr
@@ -88,5 +82,5 @@ def test_ssl_stage_pretrains_and_records_the_upstream(workdir: Path, repo_root: 
     assert (workdir / "log/ssl_pretrain.log").read_text().count("dev PER") >= 1
     assert (workdir / "exp/ssl_pretrain/train.ipa").is_file()
     # a rerun reuses the pre-trained model
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "3", "--stop_stage", "3"], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "3", "--stop_stage", "3"], cli_env)
     assert r.returncode == 0 and "pre-trained SSL model already in" in r.stderr

@@ -8,15 +8,11 @@ from pathlib import Path
 import pytest
 
 from espnet2_ext.bin.recipe_config import ConfigError, load_recipe_config
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([str(repo_root / "run.sh"), *args], env=env, cwd=cwd or repo_root,
-                          capture_output=True, text=True, timeout=120)
+from tests.recipe import run_recipe
 
 
 def test_help_lists_every_stage(repo_root: Path, cli_env: dict[str, str]) -> None:
-    r = run_sh(repo_root, ["--help"], cli_env)
+    r = run_recipe(["--help"], cli_env, config=None)
     assert r.returncode == 0
     stage_lines = [ln for ln in r.stdout.splitlines() if ln[:4].strip().isdigit()]
     assert [int(ln.split()[0]) for ln in stage_lines] == list(range(1, 14))
@@ -37,7 +33,7 @@ def test_help_lists_every_stage(repo_root: Path, cli_env: dict[str, str]) -> Non
     ],
 )
 def test_wrong_options_are_rejected(repo_root: Path, cli_env: dict[str, str], args: list[str], message: str) -> None:
-    r = run_sh(repo_root, args, cli_env)
+    r = run_recipe(args, cli_env, config=None)
     assert r.returncode == 2
     assert message in r.stderr
 
@@ -45,7 +41,7 @@ def test_wrong_options_are_rejected(repo_root: Path, cli_env: dict[str, str], ar
 def test_config_typo_is_named_with_a_suggestion(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("workdir: somewhere\nmlsuperb_rot: /x\n")
-    r = run_sh(repo_root, ["--config", str(cfg)], cli_env)
+    r = run_recipe(["--config", str(cfg)], cli_env, config=None)
     assert r.returncode == 2
     assert f"{cfg}: unknown option 'mlsuperb_rot'; did you mean 'mlsuperb_root'?" in r.stderr
 
@@ -56,10 +52,10 @@ def test_command_line_overrides_config_and_paths_are_relative_to_cwd(
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"workdir: {tmp_path / 'from_config'}\n")
     # stage 11 with no hypotheses stops with an error that names the effective workdir
-    r = run_sh(repo_root, ["--config", "c.yaml", "--stage", "11", "--stop_stage", "11"], cli_env, cwd=tmp_path)
+    r = run_recipe(["--config", "c.yaml", "--stage", "11", "--stop_stage", "11"], cli_env, config=None, cwd=tmp_path)
     assert r.returncode == 2 and f"{tmp_path}/from_config/exp" in r.stderr
-    r = run_sh(repo_root, ["--config", "c.yaml", "--workdir", "from_cli", "--stage", "11", "--stop_stage", "11"],
-               cli_env, cwd=tmp_path)
+    r = run_recipe(["--config", "c.yaml", "--workdir", "from_cli", "--stage", "11", "--stop_stage", "11"],
+               cli_env, config=None, cwd=tmp_path)
     assert r.returncode == 2 and f"{tmp_path}/from_cli/exp" in r.stderr, r.stderr
     assert "run the decode stage first" in r.stderr
 
@@ -127,8 +123,8 @@ def test_real_units_configs_take_the_challenge_baselines_layer_21(repo_root: Pat
 
 def test_empty_step1_upstreams_turn_step_1_off(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
     """The challenge baseline has no step 1: stages 5-6 do nothing and say so."""
-    r = run_sh(repo_root, ["--config", "conf/recipe/tiny.yaml", "--workdir", str(tmp_path), "--stage", "5",
-                           "--stop_stage", "6", "--step1_upstreams", ""], cli_env)
+    r = run_recipe(["--config", "conf/recipe/tiny.yaml", "--workdir", str(tmp_path), "--stage", "5",
+                           "--stop_stage", "6", "--step1_upstreams", ""], cli_env, config=None)
     assert r.returncode == 0, r.stderr
     assert r.stderr.count("step 1 is off (--step1_upstreams is empty)") == 2
     assert not (tmp_path / "exp").exists()

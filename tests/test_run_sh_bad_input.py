@@ -11,15 +11,11 @@ import soundfile as sf
 
 from espnet2_ext.data.datadir import DataDir, is_complete
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import run_recipe
 
 # Characters a shell would act on; the id has no whitespace (Kaldi ids cannot), the folder has.
 WEIRD_ID = "fleurs_lit_0$(touch${IFS}pwned);'\"`x`&|<>*?!#"
 WEIRD_DIR = "my corpus $(touch pwned); 'x' \"y\" `z` & |"
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -39,7 +35,7 @@ def run_sh(repo_root: Path, args: list[str], env: dict[str, str], cwd: Path) -> 
 def test_missing_paths_and_wrong_values_are_named(
     repo_root: Path, cli_env: dict[str, str], tmp_path: Path, args: list[str], message: str
 ) -> None:
-    r = run_sh(repo_root, ["--workdir", str(tmp_path / "wd"), *args], cli_env, cwd=repo_root)
+    r = run_recipe(["--workdir", str(tmp_path / "wd"), *args], cli_env, cwd=repo_root)
     assert r.returncode == 2, r.stderr[-2000:]
     assert message in r.stderr
     assert "Traceback" not in r.stderr
@@ -56,7 +52,7 @@ def test_missing_config_file_is_named(repo_root: Path, cli_env: dict[str, str], 
 def test_workdir_that_espnet_cannot_take_is_rejected(
     repo_root: Path, cli_env: dict[str, str], tmp_path: Path, name: str
 ) -> None:
-    r = run_sh(repo_root, ["--workdir", str(tmp_path / name), "--stage", "11"], cli_env, cwd=repo_root)
+    r = run_recipe(["--workdir", str(tmp_path / name), "--stage", "11"], cli_env, cwd=repo_root)
     assert r.returncode == 2
     assert "contains whitespace or a comma" in r.stderr and "choose a path without them" in r.stderr
 
@@ -77,7 +73,7 @@ def test_stage2_with_shell_characters_in_ids_and_paths(repo_root: Path, cli_env:
     root = tmp_path / WEIRD_DIR
     train_ids = _weird_mlsuperb(root)
     wd = tmp_path / "wd$(touch${IFS}pwned);'x'&"
-    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "2", "--stop_stage", "2", "--corpus_config", "",
+    r = run_recipe(["--workdir", str(wd), "--stage", "2", "--stop_stage", "2", "--corpus_config", "",
                            "--mlsuperb_root", str(root), "--librispeech_root", "", "--nj", "2"], cli_env, cwd=repo_root)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     for d in (tmp_path, repo_root, wd):

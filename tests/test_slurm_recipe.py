@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pytest
 from PIL import Image
 
 from espnet2_ext.utils.workdir_diff import compare_workdirs
-from tests.conftest import REPO_ROOT, run_recipe
+from tests.recipe import run_recipe
 
 SET_FILES = ("wav.scp", "text", "utt2spk", "spk2utt", "utt2lang", "utt2num_samples")
 # as tests/test_recipe_e2e.py: two unit systems, step 1 on the fine-tuned upstream only
@@ -55,11 +54,6 @@ def test_stage2_under_slurm_gives_the_local_outputs(tiny_recipe_workdir: Path, s
             assert "# Ended (code 0)" in (tmp_path / f"log/data/measure_{name}.{j}.log").read_text()
 
 
-def run_sh(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(REPO_ROOT / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=REPO_ROOT,
-                          env=env, capture_output=True, text=True, timeout=3600)
-
-
 @pytest.fixture(scope="module")
 def stages_4_11(tiny_recipe_workdir: Path, slurm_env: dict[str, str],
                 tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, str]]:
@@ -69,7 +63,7 @@ def stages_4_11(tiny_recipe_workdir: Path, slurm_env: dict[str, str],
         wd = tmp_path_factory.mktemp(f"stages_4_11_{backend}")
         shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
         shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
-        r = run_sh(["--workdir", str(wd), "--stage", "4", "--stop_stage", "11", "--cmd_backend", backend, *OPTS],
+        r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "11", "--cmd_backend", backend, *OPTS],
                    slurm_env)
         assert r.returncode == 0, f"{backend}: {r.stderr[-4000:]}"
         out[backend] = (wd, r.stderr)
@@ -188,7 +182,7 @@ def test_gpu_jobs_ask_sbatch_for_what_fits(case: str, stages_4_11: dict[str, tup
     for rel in remove:
         p = wd / rel
         shutil.rmtree(p) if p.is_dir() else p.unlink()
-    r = run_sh(["--workdir", str(wd), "--stage", str(stage), "--stop_stage", str(stage), "--cmd_backend", "slurm",
+    r = run_recipe(["--workdir", str(wd), "--stage", str(stage), "--stop_stage", str(stage), "--cmd_backend", "slurm",
                 "--unit_systems", "twostep", "--step1_upstreams", "step0", *opts], slurm_env)
     assert r.returncode != 0, "the test cluster has no GPU: sbatch must refuse"
     sbatch, message = _gres(r.stderr)

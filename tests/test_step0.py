@@ -7,7 +7,6 @@ the tests read its outputs. The last test makes the stage fail on purpose (it ed
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,19 +17,15 @@ from espnet2_ext.bin import step0
 from espnet2_ext.ssl import SSLUpstream, UpstreamSpec, checkpoint_sha256
 from espnet2_ext.ssl.export import load_step0_upstream
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import run_recipe
 
 STEP0_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "conf" / "step0").glob("*.yaml"))
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=repo_root,
-                          env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture(scope="module")
 def workdir(repo_root: Path, cli_env: dict[str, str], tiny_recipe_workdir: Path) -> Path:
     # stages 1-3 come from the shared tiny workdir; only this module reads or edits exp/step0
-    r = run_sh(repo_root, ["--workdir", str(tiny_recipe_workdir), "--stage", "4", "--stop_stage", "4"], cli_env)
+    r = run_recipe(["--workdir", str(tiny_recipe_workdir), "--stage", "4", "--stop_stage", "4"], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     return tiny_recipe_workdir
 
@@ -101,7 +96,7 @@ def test_dev_cer_below_the_threshold_passes_and_above_fails(tmp_path: Path, caps
 # ------------------------------------------------------------------ the stage without training
 def test_step0_off_copies_the_ssl_record(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
     info = fake_ssl_stage(tmp_path)
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "4", "--stop_stage", "4", "--step0_config", ""],
+    r = run_recipe(["--workdir", str(tmp_path), "--stage", "4", "--stop_stage", "4", "--step0_config", ""],
                cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "step 0 is off" in r.stderr
@@ -113,7 +108,7 @@ def test_a_directory_of_another_run_is_not_reused(repo_root: Path, cli_env: dict
     fake_ssl_stage(tmp_path)
     (tmp_path / "exp/step0").mkdir()
     (tmp_path / "exp/step0/tag").write_text("other_run\n")
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "4", "--stop_stage", "4"], cli_env)
+    r = run_recipe(["--workdir", str(tmp_path), "--stage", "4", "--stop_stage", "4"], cli_env)
     assert r.returncode == 2
     assert "holds the step-0 run 'other_run', not 'tiny'" in r.stderr
 
@@ -165,7 +160,7 @@ def test_dev_cer_has_before_and_after_and_the_loss_went_down(workdir: Path) -> N
 
 def test_rerun_skips_the_stage(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
     before = (workdir / "exp/step0/upstream.json").stat().st_mtime_ns
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "4", "--stop_stage", "4"], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "4", "--stop_stage", "4"], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "step 0 already done" in r.stderr
     assert (workdir / "exp/step0/upstream.json").stat().st_mtime_ns == before
@@ -174,7 +169,7 @@ def test_rerun_skips_the_stage(workdir: Path, repo_root: Path, cli_env: dict[str
 def test_blank_phase_fails_the_stage_with_advice(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
     # last: undoes the stage's .done (training and decoding are kept and not redone)
     (workdir / "exp/step0/.done").unlink()
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "4", "--stop_stage", "4", "--step0_max_cer", "0.5"],
+    r = run_recipe(["--workdir", str(workdir), "--stage", "4", "--stop_stage", "4", "--step0_max_cer", "0.5"],
                cli_env)
     assert r.returncode != 0
     assert "not below 0.5" in r.stderr and "blank phase" in r.stderr and "optim_conf.lr" in r.stderr

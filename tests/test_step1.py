@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,10 @@ import yaml
 from espnet2_ext.frontend.layer_weights import LayerWeights
 from espnet2_ext.ssl import checkpoint_sha256
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import run_recipe
 
 SETS = ["test_1h", "dev_clean"]
 STEP1 = ["--step1_upstreams", "step0", "--test_sets", " ".join(SETS)]
-
-
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args], cwd=repo_root,
-                          env=env, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +30,17 @@ def workdir(repo_root: Path, cli_env: dict[str, str], tiny_recipe_workdir: Path,
     wd = tmp_path_factory.mktemp("step1")
     shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
     shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
-    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "4", "--stop_stage", "6", "--step0_config", "", *STEP1],
+    r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "6", "--step0_config", "", *STEP1],
                cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     return wd
 
 
 def test_stage_options_are_checked(repo_root: Path, cli_env: dict[str, str], tmp_path: Path) -> None:
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "5", "--stop_stage", "5",
+    r = run_recipe(["--workdir", str(tmp_path), "--stage", "5", "--stop_stage", "5",
                            "--step1_upstreams", "ssl wavlm"], cli_env)
     assert r.returncode == 2 and "unknown upstream source 'wavlm'" in r.stderr
-    r = run_sh(repo_root, ["--workdir", str(tmp_path), "--stage", "5", "--stop_stage", "5",
+    r = run_recipe(["--workdir", str(tmp_path), "--stage", "5", "--stop_stage", "5",
                            "--step1_upstreams", "ssl"], cli_env)
     assert r.returncode == 2 and f"{tmp_path}/exp/ssl/upstream.json not found; run stage 3 (ssl) first" in r.stderr
 
@@ -95,7 +90,7 @@ def test_test_sets_are_decoded_and_scored(workdir: Path) -> None:
 def test_rerun_skips_both_stages(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
     exp = workdir / "exp/step1_step0"
     before = {p: (exp / p).stat().st_mtime_ns for p in ("valid.loss.ave.pth", "layer_weights.json", "score/scores.json")}
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "5", "--stop_stage", "6", *STEP1], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "5", "--stop_stage", "6", *STEP1], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "step 1 on step0 already trained" in r.stderr and "already exported and scored" in r.stderr
     assert {p: (exp / p).stat().st_mtime_ns for p in before} == before

@@ -19,7 +19,7 @@ import soundfile as sf
 import yaml
 
 from espnet2_ext.bin import step1
-from tests.conftest import REPO_ROOT
+from tests.recipe import REPO_ROOT
 
 FS = 16000
 # utt -> (samples, transcript)

@@ -10,7 +10,6 @@ does not depend on accuracy.
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ from espnet2_ext.bin import step2
 from espnet2_ext.tokenizer.bpe import encode_text, train_bpe
 from espnet2_ext.tokenizer.unit_text import units_to_text
 from espnet2_ext.utils.fileio import read_kaldi_text, write_kaldi_text
+from tests.recipe import run_recipe
 
 SYSTEM = "baseline"  # a name conf/units/tiny.yaml knows
 SETS = {"train": 32, "dev": 8, "test_1h": 8, "dev_clean": 6}
@@ -61,17 +61,6 @@ def write_fake_units(wd: Path, system: str) -> None:
     (units_dir / ".done").touch()
 
 
-def run_sh(repo_root: Path, args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(repo_root / "run.sh"), "--config", "conf/recipe/tiny.yaml", *args],
-        cwd=repo_root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-
-
 STEP2_ARGS = [
     "--unit_systems",
     SYSTEM,
@@ -90,7 +79,7 @@ STEP2_ARGS = [
 def workdir(repo_root: Path, cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     wd = tmp_path_factory.mktemp("step2")
     write_fake_workdir(wd)
-    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
+    r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
     assert r.returncode == 0, r.stderr[-4000:]
     return wd
 
@@ -214,7 +203,7 @@ def test_systems_train_in_parallel_and_a_failed_one_is_named(
     (wd / "exp/step2_twostep/stats").mkdir(parents=True)
     (wd / "exp/step2_twostep/stats/.done").touch()
     args = [*STEP2_ARGS, "--unit_systems", "baseline twostep", "--max_train_jobs", "2", "--train_threads", "2"]
-    r = run_sh(repo_root, ["--workdir", str(wd), "--stage", "9", "--stop_stage", "9", *args], cli_env)
+    r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "9", *args], cli_env)
     assert r.returncode != 0
     assert "training baseline twostep (2 at once, 1 CPU thread(s) each)" in r.stderr
     assert "training failed for: twostep (" in r.stderr
@@ -228,7 +217,7 @@ def test_systems_train_in_parallel_and_a_failed_one_is_named(
 
 def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], workdir: Path) -> None:
     before = (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime
-    r = run_sh(repo_root, ["--workdir", str(workdir), "--stage", "9", "--stop_stage", "10", *STEP2_ARGS], cli_env)
+    r = run_recipe(["--workdir", str(workdir), "--stage", "9", "--stop_stage", "10", *STEP2_ARGS], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already trained" in r.stderr and "already decoded" in r.stderr
     assert (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime == before

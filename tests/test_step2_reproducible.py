@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT
+from tests.recipe import REPO_ROOT
 from tests.sigkill import kill_when, start
 from tests.test_step2 import STEP2_ARGS, SYSTEM, TEST_SETS, write_fake_workdir
 

@@ -23,7 +23,7 @@ from espnet2_ext.tokenizer.features import FeatureExtractor
 from espnet2_ext.tokenizer.unit_model import UnitModel
 from espnet2_ext.tokenizer.unit_text import dedup, units_to_text
 from espnet2_ext.utils.fileio import read_kaldi_text
-from tests.conftest import run_recipe
+from tests.recipe import run_recipe
 
 SETS = ["test_1h", "dev_clean"]
 LOGITS = [0.3, -0.8, 1.1]

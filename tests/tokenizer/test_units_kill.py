@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.recipe import REPO_ROOT
 from tests.sigkill import kill_when, start
 from tests.tokenizer.conftest import write_data_dir
 
