@@ -43,7 +43,8 @@ from espnet2_ext.utils.fileio import atomic_write_text  # noqa: E402
 from espnet2_ext.utils.workdir_diff import compare_workdirs  # noqa: E402
 
 # as tests/test_recipe_e2e.py: two unit systems, step 1 on the fine-tuned upstream only
-OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0"]
+# (the two step-2 trainings run at once with one thread each on both backends: the same arithmetic)
+OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0", "--train_threads", "1"]
 STAGES = (4, 11)
 # files that differ between any two runs, and why (tests/test_slurm_recipe.py checks the rest agrees)
 WHY = {
