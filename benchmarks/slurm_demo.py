@@ -73,6 +73,8 @@ def copy_for_rerun(local: Path, wd: Path) -> None:
     for dirpath, _dirs, names in os.walk(wd):
         for name in names:
             path = Path(dirpath) / name
+            if path.is_symlink():  # ESPnet's checkpoint links (some dangling) and the corpus link
+                continue
             data = path.read_bytes()
             if old in data:
                 path.write_bytes(data.replace(old, new))
