@@ -109,14 +109,16 @@ def cmd_learn(args: argparse.Namespace) -> None:
                 len(x), total, x.shape[1], x.nbytes / 1e9)
     start = time.monotonic()
     centroids = fit_kmeans(x, system.k, niter=system.niter, seed=system.seed,
-                           max_points_per_centroid=system.max_points_per_centroid)
+                           max_points_per_centroid=system.max_points_per_centroid,
+                           init_points_per_centroid=system.init_points_per_centroid)
     fit_s = time.monotonic() - start
     del x
     distortion = sum(mean_squared_distance(a, centroids) * len(a) for a in arrays) / total
     meta = {"k": system.k, "niter": system.niter, "seed": system.seed,
-            "max_points_per_centroid": system.max_points_per_centroid, "portion": system.portion,
+            "max_points_per_centroid": system.max_points_per_centroid,
+            "init_points_per_centroid": system.init_points_per_centroid, "portion": system.portion,
             "frames_dumped": total, "frames_fit": min(total, system.k * system.max_points_per_centroid),
-            "fit_seconds": fit_s, "mean_squared_distance": distortion, "implementation": "faiss.Kmeans (k-means++)"}
+            "fit_seconds": fit_s, "mean_squared_distance": distortion, "implementation": "faiss.Kmeans (sklearn greedy k-means++ seeding)"}
     model = UnitModel(centroids, spec, meta)
     model.save(exp)
     model.export_sklearn(exp / f"km_{system.k}.mdl")

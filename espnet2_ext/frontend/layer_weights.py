@@ -137,7 +137,7 @@ def read_from_checkpoint(
     import torch
     import yaml
 
-    from espnet2_ext.tasks.layer_weights_lr import LAYER_WEIGHTS_PARAM  # imports ESPnet's task module (slow)
+    from espnet2_ext.tasks.lr_groups import LAYER_WEIGHTS_PARAM  # imports ESPnet's task module (slow)
 
     config, model_file, upstream_json = Path(config), Path(model_file), Path(upstream_json)
     try:

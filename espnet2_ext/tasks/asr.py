@@ -13,8 +13,9 @@ ESPnet for every other user in the process. Instead this module holds copies of 
 ESPnet's ``build_model`` that reads them; the saved ``config.yaml`` therefore only rebuilds through
 this task (``python -m espnet2_ext.bin.asr_train`` / ``espnet2_ext.bin.asr_inference``).
 
-The task adds ``--layer_weights_lr_scale`` (:class:`~espnet2_ext.tasks.layer_weights_lr.LayerWeightsLR`):
-a separate learning rate for the SSL frontend's layer-weight logits.
+The task adds ``--layer_weights_lr_scale`` and ``--upstream_lr_scale``
+(:class:`~espnet2_ext.tasks.lr_groups.LRGroups`): separate learning rates for the SSL frontend's
+layer-weight logits (step 1) and for the SSL model being fine-tuned (step 0).
 
 Loading is strict: ESPnet's ``build_model_from_file`` loads with ``strict=False``, which silently
 keeps random weights for anything the file lacks; ours raises instead. The only tensors a checkpoint
@@ -44,7 +45,7 @@ from espnet2_ext.tasks.common import (
     load_state_dict_checked,  # noqa: F401  (part of this module's interface)
     read_token_list,
 )
-from espnet2_ext.tasks.layer_weights_lr import LayerWeightsLR
+from espnet2_ext.tasks.lr_groups import LRGroups
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ decoder_choices = extend_choices(espnet_asr.decoder_choices)
 preprocessor_choices = espnet_asr.preprocessor_choices
 
 
-class ASRTask(LayerWeightsLR, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTask):
+class ASRTask(LRGroups, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTask):
     """ESPnet ASR with the SSL frontend; see the module docstring."""
 
     class_choices_list = [

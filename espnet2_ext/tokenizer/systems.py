@@ -7,6 +7,7 @@ A units config holds k-means and BPE settings and a ``systems`` mapping::
     niter: 20                     # Lloyd iterations
     seed: 0                       # subset, k-means init and sampling
     max_points_per_centroid: 256  # k-means sees at most K x this many frames
+    init_points_per_centroid: 64  # its k-means++ seeding looks at K x this many of them
     bpe_vocab_size: 1000          # source BPE
     systems:
       twostep: {upstream: step0, features: learned, weights: step1_step0}
@@ -36,7 +37,7 @@ from espnet2_ext.tokenizer.features import FeatureSpec, read_upstream_json
 from espnet2_ext.utils.fileio import DataError
 
 _SETTINGS = {"k": int, "portion": float, "niter": int, "seed": int, "max_points_per_centroid": int,
-             "bpe_vocab_size": int}
+             "init_points_per_centroid": int, "bpe_vocab_size": int}
 _SYSTEM_KEYS = {"upstream", "features", "weights", "normalize_layers", *_SETTINGS}
 
 
@@ -50,7 +51,8 @@ class UnitSystem:
         upstream: experiment dir holding ``upstream.json`` (``ssl``, ``step0``); None for mfcc.
         weights: experiment dir holding ``layer_weights.json`` (``learned`` only).
         normalize_layers: for ``single`` / ``uniform``.
-        k, portion, niter, seed, max_points_per_centroid, bpe_vocab_size: see the module doc.
+        k, portion, niter, seed, max_points_per_centroid, init_points_per_centroid, bpe_vocab_size:
+            see the module doc.
     """
 
     name: str
@@ -63,6 +65,7 @@ class UnitSystem:
     niter: int = 20
     seed: int = 0
     max_points_per_centroid: int = 256
+    init_points_per_centroid: int = 64
     bpe_vocab_size: int = 1000
 
     def feature_spec(self, workdir: str | os.PathLike) -> FeatureSpec:

@@ -87,3 +87,31 @@ def test_really_full_disk_while_merging_units(small_tmpfs: Path) -> None:
     assert not (out / "units").exists() and not stale_temp_files(small_tmpfs)
     filler.unlink()  # space freed: the rerun completes
     assert merge_units(out, 2, data).read_text().count("\n") == 40
+
+
+def test_seeding_looks_at_init_points_per_centroid_frames_and_still_finds_the_clusters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sklearn.cluster
+
+    rng = np.random.default_rng(2)
+    centres = rng.normal(0.0, 20.0, (10, 8))
+    x = np.concatenate([rng.normal(c, 1.0, (500, 8)) for c in centres]).astype(np.float32)
+    seen = []
+    real = sklearn.cluster.kmeans_plusplus
+    monkeypatch.setattr(sklearn.cluster, "kmeans_plusplus", lambda a, k, **kw: (seen.append(len(a)), real(a, k, **kw))[1])
+    centroids = fit_kmeans(x, k=10, seed=0, max_points_per_centroid=300, init_points_per_centroid=20)
+    assert seen == [10 * 20]
+    # every true cluster got its own centroid: each centre's nearest centroid is within the noise
+    nearest = np.sqrt(((centres[:, None, :] - centroids[None]) ** 2).sum(-1)).min(1)
+    assert nearest.max() < 1.0 and len(set(assign(centres.astype(np.float32), centroids))) == 10
+    seen.clear()
+    fit_kmeans(x[:150], k=10, init_points_per_centroid=20)  # fewer frames than K x 20: seeding sees them all
+    assert seen == [150]
+
+
+@pytest.mark.parametrize("option", ["max_points_per_centroid", "init_points_per_centroid"])
+def test_points_per_centroid_below_one_is_an_error(option: str) -> None:
+    x = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32)
+    with pytest.raises(ValueError, match=f"{option} \\(0\\) .*must be >= 1"):
+        fit_kmeans(x, k=4, **{option: 0})

@@ -1,4 +1,4 @@
-"""--layer_weights_lr_scale: the layer-weight logits in their own optimiser group, at a scaled rate."""
+"""--layer_weights_lr_scale and --upstream_lr_scale: the layer-weight logits and the fine-tuned SSL model in optimiser groups of their own."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from espnet2.tasks.abs_task import scheduler_classes
 from espnet2_ext.ssl import UpstreamSpec
 from espnet2_ext.ssl.checkpoints import write_tiny_hf_wav2vec2
 from espnet2_ext.tasks.asr import ASRTask
-from espnet2_ext.tasks.layer_weights_lr import LAYER_WEIGHTS_PARAM
+from espnet2_ext.tasks.lr_groups import LAYER_WEIGHTS_PARAM, UPSTREAM_PREFIX
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 TOKENS = ["<blank>", "<unk>", "<space>", "a", "b", "c", "<sos/eos>"]
@@ -84,6 +84,7 @@ def test_schedulers_scale_both_groups_alike(spec: dict) -> None:
     "extra, match",
     [
         (["--layer_weights_lr_scale", "0"], "must be positive"),
+        (["--upstream_lr_scale", "-1"], "upstream_lr_scale must be positive"),
         (["--layer_weights_lr_scale", "2", "--frontend_conf", "layer_selection=last"], "has no frontend.layer_weights"),
         (["--layer_weights_lr_scale", "2", "--exclude_weight_decay", "true"], "cannot be combined"),
     ],
@@ -99,3 +100,42 @@ def test_collect_stats_builds_without_the_frontend(spec: dict) -> None:
     args = parse(spec, "--layer_weights_lr_scale", "20", "--input_size", "1", "--collect_stats", "true")
     (optim,) = ASRTask.build_optimizers(args, ASRTask.build_model(args))
     assert len(optim.param_groups) == 1
+
+
+def parse_step0(spec: dict, *extra: str) -> argparse.Namespace:
+    args = ASRTask.get_parser().parse_args(
+        ["--config", str(CONF / "step0" / "tiny.yaml"), "--frontend_conf", f"upstream.path={spec['path']}", *extra]
+    )
+    args.token_list = list(TOKENS)
+    return args
+
+
+def test_fine_tuned_upstream_learns_at_its_scaled_rate_and_the_head_at_the_configured_one(spec: dict) -> None:
+    torch.manual_seed(0)
+    args = parse_step0(spec, "--upstream_lr_scale", "0.1")
+    model = ASRTask.build_model(args)
+    (optim,) = ASRTask.build_optimizers(args, model)
+    lr = optim.defaults["lr"]
+    assert [g["lr"] for g in optim.param_groups] == [lr, pytest.approx(0.1 * lr)]
+    params = dict(model.named_parameters())
+    upstream = {k for k, v in params.items() if k.startswith(UPSTREAM_PREFIX) and v.requires_grad}
+    in_group = {id(p) for p in optim.param_groups[1]["params"]}
+    assert upstream and all(id(params[k]) in in_group for k in upstream)
+    assert any(k.startswith("ctc.") for k in params) and not any(id(params[k]) in in_group for k in params
+                                                                  if not k.startswith(UPSTREAM_PREFIX))
+    before = {k: v.detach().clone() for k, v in params.items() if v.requires_grad}
+    speech = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    loss, _, _ = model(speech=speech, speech_lengths=torch.tensor([8000, 6000]),
+                       text=torch.tensor([[3, 4, 5], [4, 3, -1]]), text_lengths=torch.tensor([3, 2]))
+    loss.backward()
+    optim.step()
+    # Adam's first step moves every parameter with a gradient by its rate
+    head = max((params[k] - before[k]).abs().max().item() for k in before if k.startswith("ctc."))
+    ssl = max((params[k] - before[k]).abs().max().item() for k in upstream)
+    assert head == pytest.approx(lr, rel=1e-2) and ssl == pytest.approx(0.1 * lr, rel=1e-2)
+
+
+def test_upstream_scale_needs_a_trainable_upstream(spec: dict) -> None:
+    args = parse(spec, "--upstream_lr_scale", "0.1")  # step 1: the upstream is frozen
+    with pytest.raises(ValueError, match="no trainable frontend.upstream"):
+        ASRTask.build_optimizers(args, ASRTask.build_model(args))
