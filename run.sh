@@ -594,20 +594,34 @@ unit_device_opts() {  # sets unit_opts: SSL forwards of the feature and unit dum
 stage_kmeans() {
     # Per unit system (conf/units/*.yaml): resolve its feature spec (upstream.json of exp/ssl or
     # exp/step0, step 1's layer_weights.json), stream the features of a `portion` of train to disk
-    # (one SSL forward per utterance, sharded), learn faiss k-means on them (memory bounded by
-    # K x max_points_per_centroid frames), save the unit model and its km_<K>.mdl export.
+    # (sharded; systems on the same SSL model and subset share one SSL forward per utterance), learn
+    # faiss k-means on them (memory bounded by K x max_points_per_centroid frames), save the unit
+    # model and its km_<K>.mdl export.
     [ -f "$units_config" ] || die "--units_config $units_config not found"
-    local systems system exp
+    local systems system exp todo=()
     systems=$(unit_system_names) || exit 1
     unit_device_opts
     for system in $systems; do
         exp=$workdir/exp/kmeans/$system
         if [ -f "$exp/.done" ]; then log "unit model $system already learned: $exp (remove it to relearn)"; continue; fi
         python -m espnet2_ext.bin.units spec --units_config "$units_config" --system "$system" --workdir "$workdir"
-        log "unit system $system: features of the k-means subset of $train_set (logs: $logdir/kmeans/$system/feats.*.log)"
-        ${infer_cmd} JOB=1:"$nj" "$logdir/kmeans/$system/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
-            --units_config "$units_config" --system "$system" --workdir "$workdir" --data_dir "$data/$train_set" \
+        todo+=("$system")
+    done
+    (( ${#todo[@]} > 0 )) || return 0
+    local groups group group_opts
+    groups=$(python -m espnet2_ext.bin.units groups --learning --units_config "$units_config" --workdir "$workdir" \
+        --systems "${todo[*]}") || exit 1
+    mapfile -t groups <<<"$groups"
+    for group in "${groups[@]}"; do
+        group_opts=()
+        for system in $group; do group_opts+=(--system "$system"); done
+        log "features of the k-means subset of $train_set for $group, one SSL pass (logs: $logdir/kmeans/${group// /+}/feats.*.log)"
+        ${infer_cmd} JOB=1:"$nj" "$logdir/kmeans/${group// /+}/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
+            --units_config "$units_config" "${group_opts[@]}" --workdir "$workdir" --data_dir "$data/$train_set" \
             "${unit_opts[@]}" --shard JOB --nshard "$nj"
+    done
+    for system in "${todo[@]}"; do
+        exp=$workdir/exp/kmeans/$system
         ${train_cmd} --num_threads 2 "$logdir/kmeans/$system/learn.log" python -m espnet2_ext.bin.units learn \
             --units_config "$units_config" --system "$system" --workdir "$workdir"
         rm -rf "$exp/feats"  # only k-means reads them; the unit model is complete

@@ -166,7 +166,7 @@ def bench_ssl_passes(tmp: Path) -> dict:
     extractor.upstream.upstream.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
     portion, nshard = 0.5, 2
     for j in range(1, nshard + 1):
-        dump_features(extractor, data, tmp / "feats", portion, 0, j, nshard)
+        dump_features([(extractor, tmp / "feats")], data, portion, 0, j, nshard)
     learn_calls, learn_utts = sum(calls), len(learning_subset(ids, portion, 0))
     feats = np.concatenate(open_features(tmp / "feats"))
     model = UnitModel(fit_kmeans(feats, 8), extractor.spec)

@@ -4,9 +4,11 @@ Subcommands (``C`` = ``conf/units/<recipe>.yaml``, ``S`` = a system name, ``W`` 
 
     units list        --units_config C [--systems "twostep baseline"]         # names, one a line
     units spec        --units_config C --system S --workdir W                 # exp/kmeans/S/feature_spec.json
-    units dump_feats  --units_config C --system S --workdir W --data_dir data/train --shard J --nshard N
+    units dump_feats  --units_config C --system S [--system S2 ...] --workdir W --data_dir data/train \
+                      --shard J --nshard N                                 # exp/kmeans/S/feats/feats.J.npy
     units learn       --units_config C --system S --workdir W                 # exp/kmeans/S/{centroids.npy,...}
-    units groups      --workdir W --systems "S1 S2 ..."   # the systems that share an SSL model, a line per group
+    units groups      --workdir W --systems "S1 S2 ..." [--learning --units_config C]
+                      # the systems that share an SSL model (and, --learning, a k-means subset), a line per group
     units dump_units  --model_dir exp/kmeans/S --out_root dump/units/S [--model_dir ... --out_root ...] \
                       --data_root data --sets "train dev ..." --shard J --nshard N   # <set>/split/units.J
     units finish_sets --data_root data --out_root dump/units/S --sets "..." --nshard N   # <set>/{units,text}
@@ -84,14 +86,25 @@ def cmd_spec(args: argparse.Namespace) -> None:
 
 def cmd_dump_feats(args: argparse.Namespace) -> None:
     from espnet2_ext.tokenizer.dump import dump_features
+    from espnet2_ext.tokenizer.features import FeatureExtractor
+    from espnet2_ext.tokenizer.systems import load_units_config, select_systems
 
-    system = _system(args)
-    exp = args.workdir / "exp" / "kmeans" / system.name
-    if (exp / "feats" / f"lengths.{args.shard}").is_file():  # written last
-        logger.info("%s: feature shard %d already dumped", system.name, args.shard)
+    systems = select_systems(load_units_config(args.units_config), " ".join(args.system))
+    if len({_learning_key(s, _read_spec(args.workdir / "exp/kmeans" / s.name)) for s in systems}) != 1:
+        raise DataError(f"{' '.join(args.system)}: these systems use different SSL models or k-means subsets "
+                        "(portion, seed); dump them in separate jobs (one per group of 'units groups --learning')")
+    todo = [s for s in systems if not (args.workdir / "exp/kmeans" / s.name / "feats" / f"lengths.{args.shard}").is_file()]
+    for s in systems:
+        if s not in todo:  # lengths.J is written last
+            logger.info("%s: feature shard %d already dumped", s.name, args.shard)
+    if not todo:
         return
-    extractor = _extractor(_read_spec(exp), args.device)
-    dump_features(extractor, args.data_dir, exp / "feats", system.portion, system.seed, args.shard, args.nshard)
+    # one upstream, loaded once, for every system of this job
+    specs = [_read_spec(args.workdir / "exp/kmeans" / s.name) for s in todo]
+    first = _extractor(specs[0], args.device)
+    extractors = [first] + [FeatureExtractor(spec, first.upstream).to(_device(args.device)) for spec in specs[1:]]
+    dump_features([(e, args.workdir / "exp/kmeans" / s.name / "feats") for e, s in zip(extractors, todo)],
+                  args.data_dir, todo[0].portion, todo[0].seed, args.shard, args.nshard)
 
 
 def cmd_learn(args: argparse.Namespace) -> None:
@@ -127,11 +140,24 @@ def cmd_learn(args: argparse.Namespace) -> None:
                 distortion, exp)
 
 
+def _learning_key(system, spec) -> str:
+    """Systems with equal keys learn from the same SSL model's features of the same train subset."""
+    return json.dumps([_upstream_key(spec), system.portion, system.seed])
+
+
 def cmd_groups(args: argparse.Namespace) -> None:
     groups: dict[str, list[str]] = {}
+    systems = {}
+    if args.learning:
+        from espnet2_ext.tokenizer.systems import load_units_config, select_systems
+
+        if args.units_config is None:
+            raise DataError("units groups --learning needs --units_config (the subsets' portion and seed)")
+        systems = {s.name: s for s in select_systems(load_units_config(args.units_config), args.systems)}
     for name in args.systems.split():
         spec = _read_spec(args.workdir / "exp" / "kmeans" / name)
-        groups.setdefault(_upstream_key(spec), []).append(name)
+        key = _learning_key(systems[name], spec) if args.learning else _upstream_key(spec)
+        groups.setdefault(key, []).append(name)
     for names in groups.values():
         print(" ".join(names))
 
@@ -212,13 +238,19 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--systems", default="", help="space-separated subset (empty: all)")
     p = add("spec", cmd_spec, "resolve a system's feature spec")
     p.add_argument("--workdir", type=Path, required=True)
-    p = add("dump_feats", cmd_dump_feats, "features of the k-means subset of train (one shard)", shard=True)
+    p = add("dump_feats", cmd_dump_feats, "features of the k-means subset of train (one shard), for systems on one "
+            "SSL model", system=False, shard=True)
+    p.add_argument("--units_config", type=Path, required=True, help="conf/units/<recipe>.yaml")
+    p.add_argument("--system", required=True, action="append", help="unit system name (repeatable)")
     p.add_argument("--workdir", type=Path, required=True)
     p.add_argument("--data_dir", type=Path, required=True, help="the training data dir")
     p = add("learn", cmd_learn, "k-means on the dumped features; unit model + km_<K>.mdl")
     p.add_argument("--workdir", type=Path, required=True)
-    p = add("groups", cmd_groups, "the systems that share an SSL model (one SSL pass in dump_units)", system=False)
+    p = add("groups", cmd_groups, "the systems that share an SSL model (one SSL pass in dump_units; with --learning "
+            "in dump_feats)", system=False)
     p.add_argument("--workdir", type=Path, required=True)
+    p.add_argument("--learning", action="store_true", help="also group by k-means subset (portion, seed): stage 7")
+    p.add_argument("--units_config", type=Path, default=None, help="conf/units/<recipe>.yaml (with --learning)")
     p.add_argument("--systems", required=True, help="space-separated systems with a feature spec (stage 7)")
     p = add("dump_units", cmd_dump_units, "units of one shard of every set, for systems on one SSL model",
             system=False, shard=True)

@@ -5,7 +5,8 @@ so any shard can be rerun alone, and run exactly one forward pass of the
 :class:`~espnet2_ext.tokenizer.features.FeatureExtractor` per utterance.
 
 **Features for k-means** (:func:`dump_features`): a seeded ``portion`` of the training set;
-shard ``J`` writes ``feats.J.npy`` (float32, (frames, D), streamed to disk through a memory map)
+unit systems on the same SSL model (and subset) are dumped together, one SSL forward per utterance
+for all; shard ``J`` writes ``feats.J.npy`` (float32, (frames, D), streamed to disk through a memory map)
 and ``lengths.J`` (``utt frames``). :func:`sample_frames` reads them back memory-mapped and keeps
 at most ``max_frames`` random frames in RAM. Memory of k-means learning is therefore bounded by
 the subset, not the corpus::
@@ -19,7 +20,7 @@ the subset, not the corpus::
 Unit systems on the same SSL model are dumped together, one SSL forward per utterance for all.
 
 Example:
-    >>> dump_features(extractor, "data/train", "exp/kmeans/twostep/feats", portion=0.3, seed=0,
+    >>> dump_features([(extractor, "exp/kmeans/twostep/feats")], "data/train", portion=0.3, seed=0,
     ...               shard=1, nshard=4)                                           # doctest: +SKIP
 """
 
@@ -98,47 +99,58 @@ def _features(extractors: Sequence[FeatureExtractor], wav_scp: dict[str, str], n
         yield utt, [feats[0, :frames].cpu().numpy() for feats, _ in outputs]
 
 
-def dump_features(extractor: FeatureExtractor, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+def dump_features(systems: Sequence[tuple[FeatureExtractor, str | os.PathLike]], data_dir: str | os.PathLike,
                   portion: float, seed: int, shard: int, nshard: int) -> int:
-    """Stream the features of shard ``shard`` of the learning subset to ``out_dir/feats.<shard>.npy``.
+    """Stream the features of shard ``shard`` of the learning subset to ``<out_dir>/feats.<shard>.npy``, per system.
 
     Args:
-        extractor: the unit system's features.
+        systems: (extractor, out_dir) per unit system; the extractors share one loaded upstream, so
+            each utterance goes through the SSL model once for all of them.
         data_dir: the training data dir (``wav.scp``, ``utt2num_samples``).
-        out_dir: where ``feats.J.npy`` and ``lengths.J`` go.
-        portion: fraction of the training utterances k-means learns from.
+        portion: fraction of the training utterances k-means learns from (the same for all systems).
         seed: chooses the subset (the same in every shard).
         shard, nshard: this job's shard (1-based) of ``nshard``.
 
     Returns:
-        Frames written.
+        Frames written (per system).
     """
-    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    data_dir = Path(data_dir)
+    extractors, out_dirs = [e for e, _ in systems], [Path(d) for _, d in systems]
+    _check_shared_upstream(extractors)
     wav_scp, num_samples = _read_set(data_dir)
     utts = shard_ids(learning_subset(list(wav_scp), portion, seed), shard, nshard)
-    frames = extractor.num_frames([num_samples[u] for u in utts]).numpy()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    final, tmp = out_dir / f"feats.{shard}.npy", out_dir / f".feats.{shard}.npy.tmp"
+    frames = extractors[0].num_frames([num_samples[u] for u in utts]).numpy()
+    for out_dir in out_dirs:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    finals = [d / f"feats.{shard}.npy" for d in out_dirs]
+    tmps = [d / f".feats.{shard}.npy.tmp" for d in out_dirs]
     if not utts:  # more shards than utterances
-        with atomic_open(final, "wb") as f:
-            np.save(f, np.zeros((0, extractor.dim), dtype=np.float32))
-        write_kaldi_text(out_dir / f"lengths.{shard}", [])
+        for extractor, final, out_dir in zip(extractors, finals, out_dirs):
+            with atomic_open(final, "wb") as f:
+                np.save(f, np.zeros((0, extractor.dim), dtype=np.float32))
+            write_kaldi_text(out_dir / f"lengths.{shard}", [])
         return 0
-    feats = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(frames.sum()), extractor.dim))
-    offset = 0
     try:
-        for _, (x,) in _features([extractor], wav_scp, num_samples, utts, frames, f"features {shard}/{nshard}"):
-            feats[offset : offset + len(x)] = x
-            offset += len(x)
-        feats.flush()
-        del feats
-        os.replace(tmp, final)
+        feats = [np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(int(frames.sum()), e.dim))
+                 for tmp, e in zip(tmps, extractors)]
+        offset = 0
+        for _, xs in _features(extractors, wav_scp, num_samples, utts, frames, f"features {shard}/{nshard}"):
+            for out, x in zip(feats, xs):
+                out[offset : offset + len(x)] = x
+            offset += len(xs[0])
+        for out in feats:
+            out.flush()
+        del feats, out  # closes the memory maps before the rename
+        for tmp, final in zip(tmps, finals):
+            os.replace(tmp, final)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
         raise
-    write_kaldi_text(out_dir / f"lengths.{shard}", [(u, str(int(n))) for u, n in zip(utts, frames)])
-    logger.info("shard %d/%d: %d utterances, %d frames x %d dims -> %s", shard, nshard, len(utts), offset,
-                extractor.dim, final)
+    for out_dir, final, extractor in zip(out_dirs, finals, extractors):  # lengths.J last: it marks the shard done
+        write_kaldi_text(out_dir / f"lengths.{shard}", [(u, str(int(n))) for u, n in zip(utts, frames)])
+        logger.info("shard %d/%d: %d utterances, %d frames x %d dims -> %s", shard, nshard, len(utts), offset,
+                    extractor.dim, final)
     return offset
 
 

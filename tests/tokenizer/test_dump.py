@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def system(request, tiny_upstream_info: dict, tiny_data: Path, tmp_path_factory:
     info = None if request.param == "mfcc" else tiny_upstream_info
     spec = FeatureSpec.parse(request.param, info, weights if request.param == "learned" else None)
     extractor = FeatureExtractor(spec)
-    frames = [dump_features(extractor, tiny_data, root / "feats", 0.8, 0, j, 2) for j in (1, 2)]
+    frames = [dump_features([(extractor, root / "feats")], tiny_data, 0.8, 0, j, 2) for j in (1, 2)]
     arrays = open_features(root / "feats")
     assert [len(a) for a in arrays] == frames and all(isinstance(a, np.memmap) for a in arrays)
     model = UnitModel(fit_kmeans(sample_frames(arrays, 10_000, 0), K, seed=0), spec, {"niter": 20})
@@ -166,3 +167,54 @@ def test_systems_on_one_ssl_model_share_its_forward_and_get_their_own_units(
     groups = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.units", "groups", "--workdir", str(tmp_path),
                              "--systems", "single m learned uniform"], capture_output=True, text=True, check=True)
     assert groups.stdout.splitlines() == ["single learned uniform", "m"]
+
+
+def test_feature_dumps_of_systems_on_one_ssl_model_share_its_forward(
+    tiny_upstream_info: dict, tiny_data: Path, tmp_path: Path
+) -> None:
+    from espnet2_ext.bin import units
+
+    weights = write_layer_weights(tmp_path / "layer_weights.json", tiny_upstream_info, [0.2, 1.0, -0.5])
+    config = tmp_path / "units.yaml"
+    config.write_text("k: 4\nportion: 0.8\nseed: 0\nsystems:\n"
+                      "  learned: {upstream: ssl, features: learned, weights: w}\n"
+                      "  single: {upstream: ssl, features: single}\n"
+                      "  other_subset: {upstream: ssl, features: uniform, portion: 0.5}\n")
+    for mode, features in (("learned", "learned"), ("single", "single"), ("other_subset", "uniform")):
+        spec = FeatureSpec.parse(features, tiny_upstream_info, weights if mode == "learned" else None)
+        (tmp_path / "exp/kmeans" / mode).mkdir(parents=True)
+        (tmp_path / "exp/kmeans" / mode / "feature_spec.json").write_text(json.dumps(spec.to_dict()))
+    forwards = []
+    original = SSLUpstream.forward
+
+    def counted(self, *args, **kwargs):
+        forwards.append(1)
+        return original(self, *args, **kwargs)
+
+    def dump(systems: tuple[str, ...], workdir: Path) -> int:
+        forwards.clear()
+        argv = ["dump_feats", "--units_config", str(config), "--workdir", str(workdir), "--data_dir", str(tiny_data),
+                "--shard", "1", "--nshard", "1"] + [a for s in systems for a in ("--system", s)]
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(SSLUpstream, "forward", counted)
+            code = units.main(argv)
+        return len(forwards) if code == 0 else -1
+
+    subset = len(learning_subset(list(read_kaldi_text(tiny_data / "wav.scp")), 0.8, 0))
+    assert dump(("learned", "single"), tmp_path) == subset, "one SSL forward per utterance for both systems"
+    assert dump(("learned", "single"), tmp_path) == 0, "a rerun finds both shards done"
+    alone = tmp_path / "alone"
+    shutil.copytree(tmp_path / "exp", alone / "exp", ignore=shutil.ignore_patterns("feats"))
+    for mode in ("learned", "single"):
+        assert dump((mode,), alone) == subset
+        shared, single = open_features(tmp_path / f"exp/kmeans/{mode}/feats"), open_features(alone / f"exp/kmeans/{mode}/feats")
+        np.testing.assert_array_equal(shared[0], single[0])
+        assert (tmp_path / f"exp/kmeans/{mode}/feats/lengths.1").read_text() == (
+            alone / f"exp/kmeans/{mode}/feats/lengths.1").read_text()
+
+    # another k-means subset is another pass: a group of its own, and an error in one job
+    assert dump(("single", "other_subset"), tmp_path) == -1
+    groups = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.units", "groups", "--learning", "--units_config",
+                             str(config), "--workdir", str(tmp_path), "--systems", "single other_subset learned"],
+                            capture_output=True, text=True, check=True)
+    assert groups.stdout.splitlines() == ["single learned", "other_subset"]

@@ -92,14 +92,14 @@ def test_really_full_disk_while_merging_units(small_tmpfs: Path) -> None:
 def test_seeding_looks_at_init_points_per_centroid_frames_and_still_finds_the_clusters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import sklearn.cluster
+    from espnet2_ext.tokenizer import kmeans
 
     rng = np.random.default_rng(2)
     centres = rng.normal(0.0, 20.0, (10, 8))
     x = np.concatenate([rng.normal(c, 1.0, (500, 8)) for c in centres]).astype(np.float32)
     seen = []
-    real = sklearn.cluster.kmeans_plusplus
-    monkeypatch.setattr(sklearn.cluster, "kmeans_plusplus", lambda a, k, **kw: (seen.append(len(a)), real(a, k, **kw))[1])
+    real = kmeans.greedy_kmeans_plusplus
+    monkeypatch.setattr(kmeans, "greedy_kmeans_plusplus", lambda a, k, rng: (seen.append(len(a)), real(a, k, rng))[1])
     centroids = fit_kmeans(x, k=10, seed=0, max_points_per_centroid=300, init_points_per_centroid=20)
     assert seen == [10 * 20]
     # every true cluster got its own centroid: each centre's nearest centroid is within the noise
@@ -115,3 +115,23 @@ def test_points_per_centroid_below_one_is_an_error(option: str) -> None:
     x = np.random.default_rng(0).standard_normal((100, 4)).astype(np.float32)
     with pytest.raises(ValueError, match=f"{option} \\(0\\) .*must be >= 1"):
         fit_kmeans(x, k=4, **{option: 0})
+
+
+def test_greedy_seeding_takes_one_frame_of_each_separated_cluster_and_seeds_as_well_as_sklearns() -> None:
+    from sklearn.cluster import kmeans_plusplus
+
+    from espnet2_ext.tokenizer.kmeans import greedy_kmeans_plusplus, mean_squared_distance
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(0.0, 30.0, (8, 16))
+    x = np.concatenate([rng.normal(c, 1.0, (200, 16)) for c in centres]).astype(np.float32)
+    seeds = greedy_kmeans_plusplus(x, 8, np.random.default_rng(0))
+    assert seeds.dtype == np.float32 and seeds.shape == (8, 16)
+    assert all(any(np.array_equal(s, row) for row in x) for s in seeds), "seeds are frames"
+    assert sorted(assign(seeds, centres.astype(np.float32))) == list(range(8)), "one seed per cluster"
+    np.testing.assert_array_equal(seeds, greedy_kmeans_plusplus(x, 8, np.random.default_rng(0)))
+    # overlapping clusters: over 5 seeds, the distortion of the seeds alone is sklearn's within 3 %
+    y = np.concatenate([rng.normal(c, 12.0, (150, 16)) for c in rng.normal(0.0, 10.0, (40, 16))]).astype(np.float32)
+    ours = np.mean([mean_squared_distance(y, greedy_kmeans_plusplus(y, 20, np.random.default_rng(s))) for s in range(5)])
+    ref = np.mean([mean_squared_distance(y, kmeans_plusplus(y, 20, random_state=s)[0]) for s in range(5)])
+    assert abs(ours / ref - 1) < 0.03, (ours, ref)
