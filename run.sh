@@ -612,21 +612,21 @@ stage_kmeans() {
     groups=$(python -m espnet2_ext.bin.units groups --learning --units_config "$units_config" --workdir "$workdir" \
         --systems "${todo[*]}") || exit 1
     mapfile -t groups <<<"$groups"
-    for group in "${groups[@]}"; do
+    for group in "${groups[@]}"; do  # one group's features at a time on disk
         group_opts=()
         for system in $group; do group_opts+=(--system "$system"); done
         log "features of the k-means subset of $train_set for $group, one SSL pass (logs: $logdir/kmeans/${group// /+}/feats.*.log)"
         ${infer_cmd} JOB=1:"$nj" "$logdir/kmeans/${group// /+}/feats.JOB.log" python -m espnet2_ext.bin.units dump_feats \
             --units_config "$units_config" "${group_opts[@]}" --workdir "$workdir" --data_dir "$data/$train_set" \
             "${unit_opts[@]}" --shard JOB --nshard "$nj"
-    done
-    for system in "${todo[@]}"; do
-        exp=$workdir/exp/kmeans/$system
-        ${train_cmd} --num_threads 2 "$logdir/kmeans/$system/learn.log" python -m espnet2_ext.bin.units learn \
-            --units_config "$units_config" --system "$system" --workdir "$workdir"
-        rm -rf "$exp/feats"  # only k-means reads them; the unit model is complete
-        touch "$exp/.done"
-        log "unit system $system: unit model in $exp (learn log: $logdir/kmeans/$system/learn.log)"
+        for system in $group; do
+            exp=$workdir/exp/kmeans/$system
+            ${train_cmd} --num_threads 2 "$logdir/kmeans/$system/learn.log" python -m espnet2_ext.bin.units learn \
+                --units_config "$units_config" --system "$system" --workdir "$workdir"
+            rm -rf "$exp/feats"  # only k-means reads them; the unit model is complete
+            touch "$exp/.done"
+            log "unit system $system: unit model in $exp (learn log: $logdir/kmeans/$system/learn.log)"
+        done
     done
 }
 

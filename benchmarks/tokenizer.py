@@ -3,12 +3,13 @@
 Measures, on the same synthetic SSL-like features in one run (figures are printed and written to
 ``benchmarks/results/tokenizer.{json,md}``):
 
-1. **k-means fit**: :func:`espnet2_ext.tokenizer.kmeans.fit_kmeans` (sklearn's greedy k-means++ seeding
-   on 64 frames per centroid, then 20 faiss Lloyd iterations on at most 256 frames per centroid; mean
-   time and distortion of ``--seeds`` seeds, as the distortion varies from seed to seed) against sklearn ``MiniBatchKMeans`` with
-   ESPnet's ``learn_kmeans.py`` settings (k-means++, max_iter 100, batch 10000, tol 0,
-   max_no_improvement 100, n_init 20, reassignment_ratio 0, compute_labels False); time and mean
-   squared distance to the nearest centroid over all frames, both computed the same way.
+1. **k-means fit**: :func:`espnet2_ext.tokenizer.kmeans.fit_kmeans` (greedy k-means++ seeding,
+   :func:`~espnet2_ext.tokenizer.kmeans.greedy_kmeans_plusplus`, on 64 frames per centroid, then 20
+   faiss Lloyd iterations on at most 256 frames per centroid; mean time and distortion of
+   ``--seeds`` seeds, as the distortion varies from seed to seed) against sklearn
+   ``MiniBatchKMeans`` with ESPnet's ``learn_kmeans.py`` settings (k-means++, max_iter 100, batch
+   10000, tol 0, max_no_improvement 100, n_init 20, reassignment_ratio 0, compute_labels False);
+   time and mean squared distance to the nearest centroid over all frames, both computed the same way.
 2. **assignment**: :func:`~espnet2_ext.tokenizer.kmeans.assign` (nearest centroid of every frame)
    against the numpy reference argmin ``||x||^2 - 2 x C^T + ||C||^2`` and one plain float32 matmul
    ``x C^T`` of the same shape (the machine's GEMM rate); GFLOP/s = 2 N D K / seconds, best of 3.
@@ -103,7 +104,7 @@ def bench_kmeans(x: np.ndarray, k: int, skip_sklearn: bool, seeds: int) -> dict:
     msd = [r["mean_squared_distance"] for r in runs]
     result = {"faiss": {"seconds": float(np.mean([r["seconds"] for r in runs])), "mean_squared_distance": float(np.mean(msd)),
                         "mean_squared_distance_range": [min(msd), max(msd)], "runs": runs,
-                        "settings": "niter 20, max_points_per_centroid 256, sklearn greedy k-means++ seeding on "
+                        "settings": "niter 20, max_points_per_centroid 256, greedy k-means++ seeding on "
                                     "init_points_per_centroid 64"}}
     if not skip_sklearn:
         from sklearn.cluster import MiniBatchKMeans
@@ -237,6 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="our k-means runs (seeds 0..N-1); sklearn runs once")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks/results/tokenizer.json")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be >= 1")
     frames = args.frames or (20000 if args.quick else 100000)
     k = args.k or (100 if args.quick else 500)
     result = {"size": {"frames": frames, "dim": args.dim, "k": k, "quick": args.quick},

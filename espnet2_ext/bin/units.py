@@ -131,7 +131,7 @@ def cmd_learn(args: argparse.Namespace) -> None:
             "max_points_per_centroid": system.max_points_per_centroid,
             "init_points_per_centroid": system.init_points_per_centroid, "portion": system.portion,
             "frames_dumped": total, "frames_fit": min(total, system.k * system.max_points_per_centroid),
-            "fit_seconds": fit_s, "mean_squared_distance": distortion, "implementation": "faiss.Kmeans (sklearn greedy k-means++ seeding)"}
+            "fit_seconds": fit_s, "mean_squared_distance": distortion, "implementation": "faiss.Kmeans (greedy k-means++ seeding on K x init_points_per_centroid frames)"}
     model = UnitModel(centroids, spec, meta)
     model.save(exp)
     model.export_sklearn(exp / f"km_{system.k}.mdl")

@@ -12,6 +12,7 @@ at most ``max_frames`` random frames in RAM. Memory of k-means learning is there
 the subset, not the corpus::
 
     disk = portion x train_frames x D x 4 bytes        (XLS-R: 0.3 x 50 h x 180k frames/h x 1024 x 4 = 11 GB)
+           per system, times the systems dumped together
     RAM  = min(portion x train_frames, K x max_points_per_centroid) x D x 4 bytes
                                                        (K=2000, 256 per centroid: 512k x 1024 x 4 = 2.1 GB)
 

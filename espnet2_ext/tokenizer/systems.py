@@ -123,8 +123,10 @@ def load_units_config(path: str | os.PathLike) -> dict[str, UnitSystem]:
             raise DataError(f"{where}: 'upstream' (ssl or step0) is required for SSL features and not allowed for mfcc")
         if (mode == "learned") != (system.weights is not None):
             raise DataError(f"{where}: 'weights' (a step-1 run such as step1_step0) goes with features 'learned' only")
-        if not 0 < system.portion <= 1 or system.k < 1 or system.niter < 1:
-            raise DataError(f"{where}: need 0 < portion <= 1, k >= 1 and niter >= 1")
+        if (not 0 < system.portion <= 1 or system.k < 1 or system.niter < 1 or system.max_points_per_centroid < 1
+                or system.init_points_per_centroid < 1):
+            raise DataError(f"{where}: need 0 < portion <= 1, k >= 1, niter >= 1 and max_points_per_centroid, "
+                            "init_points_per_centroid >= 1")
         systems[system.name] = system
     return systems
 
