@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -34,6 +36,21 @@ from espnet2_ext.utils.fileio import read_kaldi_text
 from .conftest import write_layer_weights
 
 K = 12
+
+
+@contextlib.contextmanager
+def counting_ssl_forwards() -> Iterator[list[int]]:
+    """A list that gets an entry per :class:`SSLUpstream` forward call while the context is open."""
+    forwards: list[int] = []
+    original = SSLUpstream.forward
+
+    def counted(self, *args, **kwargs):
+        forwards.append(1)
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SSLUpstream, "forward", counted)
+        yield forwards
 
 
 @pytest.fixture(scope="module", params=["learned", "single", "uniform", "mfcc"])
@@ -132,20 +149,11 @@ def test_systems_on_one_ssl_model_share_its_forward_and_get_their_own_units(
         (tmp_path / "exp/kmeans" / mode / "feature_spec.json").write_text(json.dumps(spec.to_dict()))
     (tmp_path / "data").mkdir()
     (tmp_path / "data/train").symlink_to(tiny_data)
-    forwards = []
-    original = SSLUpstream.forward
-
-    def counted(self, *args, **kwargs):
-        forwards.append(1)
-        return original(self, *args, **kwargs)
-
     def dump(modes: tuple[str, ...], out: str) -> int:
-        forwards.clear()
         argv = ["dump_units", "--data_root", str(tmp_path / "data"), "--sets", "train", "--shard", "1", "--nshard", "1"]
         for mode in modes:
             argv += ["--model_dir", str(tmp_path / "exp/kmeans" / mode), "--out_root", str(tmp_path / out / mode)]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(SSLUpstream, "forward", counted)
+        with counting_ssl_forwards() as forwards:
             assert units.main(argv) == 0
         return len(forwards)
 
@@ -184,19 +192,10 @@ def test_feature_dumps_of_systems_on_one_ssl_model_share_its_forward(
         spec = FeatureSpec.parse(features, tiny_upstream_info, weights if mode == "learned" else None)
         (tmp_path / "exp/kmeans" / mode).mkdir(parents=True)
         (tmp_path / "exp/kmeans" / mode / "feature_spec.json").write_text(json.dumps(spec.to_dict()))
-    forwards = []
-    original = SSLUpstream.forward
-
-    def counted(self, *args, **kwargs):
-        forwards.append(1)
-        return original(self, *args, **kwargs)
-
     def dump(systems: tuple[str, ...], workdir: Path) -> int:
-        forwards.clear()
         argv = ["dump_feats", "--units_config", str(config), "--workdir", str(workdir), "--data_dir", str(tiny_data),
                 "--shard", "1", "--nshard", "1"] + [a for s in systems for a in ("--system", s)]
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(SSLUpstream, "forward", counted)
+        with counting_ssl_forwards() as forwards:
             code = units.main(argv)
         return len(forwards) if code == 0 else -1
 
