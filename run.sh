@@ -59,6 +59,7 @@ step2_nbpe=6500         # target BPE size with step2_token_type bpe (the challen
 step2_max_ctc_infeasible=0.05  # stage 9 fails when more train utterances than this are too short for CTC
 step2_model=valid.acc.ave.pth  # step-2 checkpoint that decodes (ESPnet's n-best average by valid accuracy)
 step2_decode_config=conf/decode/step2_demo.yaml  # step-2 decoding options (beam, ctc_weight)
+step2_seeds=            # extra step-2 training seeds per unit system (space-separated): exp/step2_<system>.seed<S>, same units and config; RESULTS.md gives mean and sd over the seeds
 pack_systems=twostep    # step-2 systems packed by stage 13 (space-separated; each -> exp/pack/<system>{,.tar.gz})
 pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack references its path)
 
@@ -68,7 +69,7 @@ option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_
     ngpu train_threads max_train_jobs gpu_inference step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
-    step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config
+    step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config step2_seeds
     pack_systems pack_copy_ssl)
 path_options=" config workdir slurm_config corpus_config mlsuperb_root librispeech_root ssl_path ssl_cache_dir ssl_pretrain_config step0_config step1_config step1_decode_config units_config step2_config step2_decode_config "
 
@@ -159,6 +160,7 @@ last_stage=${#stage_table[@]}
 [[ $train_threads =~ ^[1-9][0-9]*$ ]] || die "--train_threads must be a positive integer (got '$train_threads')"
 [[ $max_train_jobs =~ ^[1-9][0-9]*$ ]] || die "--max_train_jobs must be a positive integer (got '$max_train_jobs')"
 [[ $gpu_inference == true || $gpu_inference == false ]] || die "--gpu_inference must be true or false (got '$gpu_inference')"
+[[ $step2_seeds =~ ^[[:space:]0-9]*$ ]] || die "--step2_seeds must be space-separated non-negative integers (got '$step2_seeds')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
 # ESPnet's data options are "path,name,type" and Kaldi lists split on whitespace: outputs cannot live there
@@ -692,18 +694,28 @@ step2_target_opts() {  # sets step2_tgt_opts: the target token type and list (ch
     esac
 }
 
+step2_runs() {  # the step-2 runs, one per line: every system, then <system>.seed<S> for each of step2_seeds
+    local systems system seed
+    systems=$(step2_systems) || return 1
+    for system in $systems; do
+        echo "$system"
+        for seed in $step2_seeds; do echo "$system.seed$seed"; done
+    done
+}
+
 stage_step2() {
     # Step 2: per unit system, a discrete-unit ASR model (ESPnet's MT task, model discrete_asr, our
     # registries: espnet2_ext.bin.discrete_asr_train) from dump/units/<system>/<set>/text (source,
-    # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/.
-    # The systems are checked one after the other, then trained max_train_jobs at once.
+    # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/,
+    # and exp/step2_<system>.seed<S>/ for each of step2_seeds (the same training with --seed S).
+    # The runs are checked one after the other, then trained max_train_jobs at once.
     [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
-    local systems
-    systems=$(step2_systems) || exit 1
-    [ -n "$systems" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
+    local runs
+    runs=$(step2_runs) || exit 1
+    [ -n "$runs" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
     step2_target_opts
     # shellcheck disable=SC2086  # one name per line
-    train_models "step 2" step2 step2_prepare step2_fit $systems
+    train_models "step 2" step2 step2_prepare step2_fit $runs
 }
 
 step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and data of its training
@@ -716,8 +728,9 @@ step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and d
         --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
 }
 
-step2_prepare() {  # step2_prepare SYSTEM: length check and shapes of exp/step2_SYSTEM
-    local system=$1 units=$workdir/dump/units/$1 exp=$workdir/exp/step2_$1
+step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_RUN (RUN: SYSTEM or SYSTEM.seedS)
+    local run=$1 system=${1%.seed*} exp=$workdir/exp/step2_$1
+    local units=$workdir/dump/units/$system
     [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
     step2_data_opts "$system"
     mkdir -p "$exp"
@@ -728,44 +741,45 @@ step2_prepare() {  # step2_prepare SYSTEM: length check and shapes of exp/step2_
     # 2. shapes for ESPnet's batching
     local stats=$exp/stats
     if [ ! -f "$stats/.done" ]; then
-        ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
+        ${train_cmd} "$logdir/step2/$run/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
             --collect_stats true --config "$step2_config" --ngpu 0 "${step2_opts[@]}" \
             --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
         touch "$stats/.done"
     fi
 }
 
-step2_fit() {  # step2_fit SYSTEM: train exp/step2_SYSTEM (resumes from checkpoint.pth after an interruption)
-    local system=$1 exp=$workdir/exp/step2_$1
-    local stats=$exp/stats
+step2_fit() {  # step2_fit RUN: train exp/step2_RUN (resumes from checkpoint.pth after an interruption)
+    local run=$1 system=${1%.seed*} exp=$workdir/exp/step2_$1
+    local stats=$exp/stats seed_opts=()
+    if [ "$run" != "$system" ]; then seed_opts=(--seed "${run##*.seed}"); fi  # after --config: overrides its seed
     step2_data_opts "$system"
-    log "step 2 $system: training (log: $logdir/step2/$system/train.log)"
+    log "step 2 $run: training (log: $logdir/step2/$run/train.log)"
     local train_opts=(--config "$step2_config" "${step2_opts[@]}"
         --train_shape_file "$stats/train/src_text_shape" --train_shape_file "$stats/train/text_shape"
         --valid_shape_file "$stats/valid/src_text_shape" --valid_shape_file "$stats/valid/text_shape"
         --fold_length 500 --fold_length 150 --use_tensorboard false --use_matplotlib false
-        --resume true --output_dir "$exp")
-    train_job "$logdir/step2/$system/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
-    [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$system/train.log"
+        --resume true --output_dir "$exp" "${seed_opts[@]}")
+    train_job "$logdir/step2/$run/train.log" python -m espnet2_ext.bin.discrete_asr_train "${train_opts[@]}"
+    [ -e "$exp/$step2_model" ] || die "$exp/$step2_model not found after training; see $logdir/step2/$run/train.log"
     touch "$exp/.done"
 }
 
 stage_decode() {
-    # Per step-2 system: joint CTC/attention beam search over test_sets, nj jobs each decoding its
-    # shard of every set (espnet2_ext.bin.discrete_asr_inference); exp/step2_<system>/decode/<set>/text
-    # and the challenge submission files in exp/step2_<system>/submission/.
+    # Per step-2 run (step2_runs): joint CTC/attention beam search over test_sets, nj jobs each decoding
+    # its shard of every set (espnet2_ext.bin.discrete_asr_inference); exp/step2_<run>/decode/<set>/text
+    # and the challenge submission files in exp/step2_<run>/submission/.
     [ -f "$step2_decode_config" ] || die "--step2_decode_config $step2_decode_config not found"
-    local systems system units exp dec sets=() set
-    systems=$(step2_systems) || exit 1
+    local runs run units exp dec sets=() set
+    runs=$(step2_runs) || exit 1
     for set in $test_sets; do [ -f "$data/$set/text" ] && sets+=("$set"); done
     [ ${#sets[@]} -gt 0 ] || die "none of the test sets exists in $data: $test_sets"
-    for system in $systems; do
-        units=$workdir/dump/units/$system exp=$workdir/exp/step2_$system dec=$workdir/exp/step2_$system/decode
-        if [ -f "$dec/.done" ]; then log "step 2 $system already decoded: $dec (remove it to redo)"; continue; fi
+    for run in $runs; do
+        units=$workdir/dump/units/${run%.seed*} exp=$workdir/exp/step2_$run dec=$workdir/exp/step2_$run/decode
+        if [ -f "$dec/.done" ]; then log "step 2 $run already decoded: $dec (remove it to redo)"; continue; fi
         [ -f "$exp/.done" ] || die "$exp is not trained; run stage 9 (step2) first"
         rm -rf "$dec"
-        log "step 2 $system: decoding ${sets[*]} (logs: $logdir/step2/$system/decode.*.log)"
-        ${infer_cmd} JOB=1:"$nj" "$logdir/step2/$system/decode.JOB.log" python -m espnet2_ext.bin.discrete_asr_inference \
+        log "step 2 $run: decoding ${sets[*]} (logs: $logdir/step2/$run/decode.*.log)"
+        ${infer_cmd} JOB=1:"$nj" "$logdir/step2/$run/decode.JOB.log" python -m espnet2_ext.bin.discrete_asr_inference \
             --ngpu "$infer_ngpu" --config "$step2_decode_config" --batch_size 1 \
             --data_path_and_name_and_type "$units/{set}/text,src_text,text" --sets "${sets[@]}" \
             --mt_train_config "$exp/config.yaml" --mt_model_file "$exp/$step2_model" \
@@ -790,6 +804,7 @@ stage_score() {
         local streams=()
         if [[ $system == step2_* ]]; then  # bitrate of the source tokens the discrete ASR model consumes
             local units=$workdir/dump/units/${system#step2_}
+            units=${units%.seed*}  # a seed repeat (step2_seeds) reads its system's units
             streams=(--stream "units:$(python -m espnet2_ext.bin.step2 vocab_size --bpemodel "$units/src_bpe/bpe.model"):$units/{set}/tokens")
         fi
         python -m espnet2_ext.bin.score --data_dir "$data" --hyp_dir "$dir" --sets "${sets[@]}" \

@@ -30,6 +30,7 @@ WEIRD_DIR = "my corpus $(touch pwned); 'x' \"y\" `z` & |"
         (["--stage", "two"], "--stage and --stop_stage must be numbers"),
         (["--ngpu", "-1"], "--ngpu must be a non-negative integer"),
         (["--gpu_inference", "yes"], "--gpu_inference must be true or false (got 'yes')"),
+        (["--step2_seeds", "1 two"], "--step2_seeds must be space-separated non-negative integers (got '1 two')"),
     ],
 )  # fmt: skip
 def test_missing_paths_and_wrong_values_are_named(

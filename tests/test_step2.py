@@ -10,6 +10,7 @@ does not depend on accuracy.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,34 @@ def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], workdir:
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already trained" in r.stderr and "already decoded" in r.stderr
     assert (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime == before
+
+
+def test_seed_repeats_train_decode_and_score_next_to_the_configs_seed(
+    repo_root: Path, cli_env: dict[str, str], workdir: Path, tmp_path: Path
+) -> None:
+    wd = tmp_path / "wd"
+    shutil.copytree(workdir, wd)
+    args = [*STEP2_ARGS, "--step2_seeds", "1"]
+    r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "12", *args], cli_env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"step 2 {SYSTEM} already trained" in r.stderr, "the config's seed is the run trained before"
+    repeat = wd / "exp" / f"step2_{SYSTEM}.seed1"
+    config_seed = yaml.safe_load((repo_root / "conf/step2/tiny.yaml").read_text())["seed"]
+    assert yaml.safe_load((exp(wd) / "config.yaml").read_text())["seed"] == config_seed != 1
+    assert yaml.safe_load((repeat / "config.yaml").read_text())["seed"] == 1
+    first = torch.load(exp(wd) / "valid.acc.ave.pth", map_location="cpu")
+    again = torch.load(repeat / "valid.acc.ave.pth", map_location="cpu")
+    assert first.keys() == again.keys() and any(not torch.equal(first[k], again[k]) for k in first)
+    for s in TEST_SETS:
+        assert read_kaldi_text(repeat / "decode" / s / "text", allow_empty_value=True).keys() == \
+            read_kaldi_text(wd / "data" / s / "text").keys()
+    base_scores, repeat_scores = (json.loads((d / "score/scores.json").read_text()) for d in (exp(wd), repeat))
+    assert repeat_scores["summary"]["bitrate"] == base_scores["summary"]["bitrate"], "the same units"
+    text = (wd / "RESULTS.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith(f"| `step2_{SYSTEM}` | {config_seed}, 1 |"))
+    ml = [base_scores["summary"]["mlsuperb"]["cer_percent"], repeat_scores["summary"]["mlsuperb"]["cer_percent"]]
+    assert f"{ml[0]:.2f}, {ml[1]:.2f}" in row
+    assert f"(`step2_{SYSTEM}.seed1`)" not in text, "a repeat is not a row of its own"
 
 
 # ------------------------------------------------------------------ helpers

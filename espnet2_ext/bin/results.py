@@ -4,7 +4,8 @@ Example:
     python -m espnet2_ext.bin.results --workdir egs2/demo/asr2 --title "Demo (synthetic corpus)"
 
 Reads ``<workdir>/exp/*/score/scores.json`` (stage 11), ``exp/step1_*/layer_weights.json``,
-``dump/units/*/stats.json`` and ``log/stage_times.tsv``; writes ``<workdir>/RESULTS.md`` and
+``dump/units/*/stats.json``, ``log/stage_times.tsv`` and the step-2 seed repeats
+``exp/step2_<system>.seed<S>/``; writes ``<workdir>/RESULTS.md`` and
 ``<workdir>/per_language_cer.png``.
 """
 
@@ -21,6 +22,7 @@ from espnet2_ext.scoring.results import (
     plot_per_language,
     read_stage_times,
     results_markdown,
+    split_seed_repeats,
 )
 from espnet2_ext.utils.fileio import DataError, atomic_write_text
 
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if not systems:
             raise DataError(f"{wd}/exp/*/score/scores.json: no scored system; run stages 10-11 (decode, score) first")
         chart = out.parent / "per_language_cer.png"
-        plot_per_language(systems, chart)
+        plot_per_language(split_seed_repeats(systems)[0], chart)  # one bar per system, not per seed
         weights = {p.parent.name: load_json(p) for p in sorted((wd / "exp").glob("step1_*/layer_weights.json"))}
         unit_stats = {p.parent.name: load_json(p) for p in sorted((wd / "dump/units").glob("*/stats.json"))}
         text = results_markdown(

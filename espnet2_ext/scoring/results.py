@@ -5,6 +5,9 @@ Reads what earlier stages wrote (nothing is recomputed here):
 * ``exp/<system>/score/scores.json`` (stage 11, :mod:`espnet2_ext.scoring.report`): CER per set and
   language, the EN (LibriSpeech micro-average) and ML (``test_1h``) figures, the bitrate;
 * ``exp/<system>/decode/decode.yaml`` (stages 6 and 10): the decoding options, shown per row;
+* ``exp/<system>/config.yaml`` (ESPnet's training config): the training seed;
+  ``exp/step2_<system>.seed<S>/`` are seed repeats of a step-2 system (``run.sh --step2_seeds``),
+  summarised as mean and standard deviation instead of rows of their own;
 * ``exp/step1_<X>/layer_weights.json`` (stage 6): the learned layer weights;
 * ``dump/units/<system>/stats.json`` (stage 8): unit rates per set (shown when present);
 * ``log/stage_times.tsv`` (run.sh): wall time of each stage.
@@ -22,6 +25,8 @@ import csv
 import json
 import logging
 import math
+import re
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,6 +80,7 @@ PUBLISHED_ROWS: tuple[tuple[str, str, str, str], ...] = (
 )
 PUBLISHED_CONTINUOUS = "L0 30.3, L3 29.6, L6 28.6, L9 41.0, L12 46.7, L15 34.5, L18 26.5, L21 32.0"
 PAPER_REDUCTION_PCT = 44.0  # arXiv 2509.01900: relative CER reduction of XLS-R units on ML-SUPERB
+SEED_REPEAT = re.compile(r"^(?P<key>.+)\.seed(?P<seed>\d+)$")  # exp dir of a seed repeat (run.sh --step2_seeds)
 
 
 @dataclass
@@ -93,6 +99,7 @@ class SystemResult:
     description: str
     scores: dict[str, Any] = field(repr=False)
     decoding: str = "?"
+    seed: int | None = None
 
     @property
     def ml_cer(self) -> float | None:
@@ -151,16 +158,61 @@ def load_json(path: Path) -> dict[str, Any]:
         raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); rerun the stage that wrote it") from None
 
 
+def training_seed(exp: Path) -> int | None:
+    """The ``seed`` of the training config ESPnet wrote to ``exp/config.yaml`` (None when absent)."""
+    path = exp / "config.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    try:
+        seed = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("seed")
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}: not valid YAML ({e}); retrain the system that wrote it") from None
+    return seed if isinstance(seed, int) else None
+
+
 def collect_systems(exp_dir: Path) -> list[SystemResult]:
-    """Every ``exp/<system>/score/scores.json``, known systems first in :data:`KNOWN_SYSTEMS` order."""
+    """Every ``exp/<system>/score/scores.json``, known systems first in :data:`KNOWN_SYSTEMS` order.
+
+    A seed repeat ``<system>.seed<S>`` follows its system and takes its label.
+    """
     found = {p.parent.parent.name: p for p in sorted(exp_dir.glob("*/score/scores.json"))}
-    order = [k for k in KNOWN_SYSTEMS if k in found] + sorted(k for k in found if k not in KNOWN_SYSTEMS)
+
+    def base(key: str) -> str:
+        m = SEED_REPEAT.match(key)
+        return m["key"] if m else key
+
+    def order(key: str) -> tuple[int, str, int]:
+        m = SEED_REPEAT.match(key)
+        b = base(key)
+        known = list(KNOWN_SYSTEMS).index(b) if b in KNOWN_SYSTEMS else len(KNOWN_SYSTEMS)
+        return known, b, -1 if m is None else int(m["seed"])
+
     results = []
-    for key in order:
-        label, description = KNOWN_SYSTEMS.get(key, (key, ""))
+    for key in sorted(found, key=order):
+        label, description = KNOWN_SYSTEMS.get(base(key), (base(key), ""))
         decoding = describe_decoding(exp_dir / key / "decode" / "decode.yaml")
-        results.append(SystemResult(key, label, description, load_json(found[key]), decoding))
+        results.append(SystemResult(key, label, description, load_json(found[key]), decoding,
+                                    training_seed(exp_dir / key)))
     return results
+
+
+def split_seed_repeats(systems: Sequence[SystemResult]) -> tuple[list[SystemResult], dict[str, list[SystemResult]]]:
+    """The rows of the main table, and per row key every run of it over seeds (itself first, then its repeats).
+
+    Only rows with at least one repeat ``<key>.seed<S>`` appear in the mapping; a repeat whose system
+    has no run of its own becomes a row.
+    """
+    keys = {s.key for s in systems}
+    rows, runs = [], {}
+    for s in systems:
+        m = SEED_REPEAT.match(s.key)
+        if m and m["key"] in keys:
+            runs.setdefault(m["key"], []).append(s)
+        else:
+            rows.append(s)
+    return rows, {r.key: [r, *runs[r.key]] for r in rows if r.key in runs}
 
 
 def relative_reduction(baseline: float | None, system: float | None) -> float | None:
@@ -219,6 +271,50 @@ def _unit_stats_lines(unit_stats: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return out + [""]
 
 
+def _mean_sd(values: Sequence[float]) -> str:
+    if len(values) < 2:
+        return _fmt(values[0]) if values else "n/a"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _seed_label(s: SystemResult) -> str:
+    return "?" if s.seed is None else str(s.seed)
+
+
+def _seed_repeat_lines(repeats: Mapping[str, Sequence[SystemResult]], baseline: str, twostep: str) -> list[str]:
+    if not repeats:
+        return []
+    out = ["## Step-2 seed repeats", "",
+           "The same units and step-2 config, trained again with other seeds (`run.sh --step2_seeds`): how much of a "
+           "difference between rows is training noise. Mean ± sample standard deviation over the seeds.", "",
+           "| system | seeds | ML CER per seed | ML mean ± sd | EN CER per seed | EN mean ± sd |",
+           "|---|---|---|---:|---|---:|"]
+    for key, runs in repeats.items():
+        ml = [r.ml_cer for r in runs if r.ml_cer is not None]
+        en = [r.en_cer for r in runs if r.en_cer is not None]
+        out.append(f"| `{key}` | {', '.join(_seed_label(r) for r in runs)} | "
+                   f"{', '.join(_fmt(r.ml_cer) for r in runs)} | {_mean_sd(ml)} | "
+                   f"{', '.join(_fmt(r.en_cer) for r in runs)} | {_mean_sd(en)} |")
+    out.append("")
+    if baseline in repeats and twostep in repeats:
+        for name, cer in (("ML", lambda r: r.ml_cer), ("EN", lambda r: r.en_cer)):
+            b = [cer(r) for r in repeats[baseline] if cer(r) is not None]
+            t = [cer(r) for r in repeats[twostep] if cer(r) is not None]
+            if not b or not t:
+                continue
+            by_seed = {r.seed: cer(r) for r in repeats[baseline] if r.seed is not None}
+            paired = [relative_reduction(by_seed[r.seed], cer(r)) for r in repeats[twostep] if r.seed in by_seed]
+            paired = [p for p in paired if p is not None]
+            line = (f"- Two-step vs single-layer units, mean {name} CER over seeds: {_mean_sd(b)} -> {_mean_sd(t)} "
+                    f"({_fmt(relative_reduction(statistics.mean(b), statistics.mean(t)), 1)} % relative)")
+            if paired:
+                line += (f"; per seed (same seed for both, {len(paired)} pairs): {_fmt(min(paired), 1)} to "
+                         f"{_fmt(max(paired), 1)} % relative")
+            out.append(line + ".")
+        out.append("")
+    return out
+
+
 def results_markdown(
     systems: Sequence[SystemResult],
     *,
@@ -235,7 +331,8 @@ def results_markdown(
     """The whole RESULTS.md text.
 
     Args:
-        systems: scored systems (rows, in order).
+        systems: scored systems (rows, in order); seed repeats (:func:`split_seed_repeats`) get a section
+            of their own instead of rows.
         baseline: key of the single-layer baseline (relative reductions are against it).
         twostep: key of the two-step system (its reduction is the headline figure).
         continuous: key of the continuous step-1 model it is compared with.
@@ -246,6 +343,7 @@ def results_markdown(
         chart: file name of the per-language chart, relative to RESULTS.md.
         notes: extra bullet lines (e.g. how the demo differs from real data).
     """
+    systems, repeats = split_seed_repeats(systems)
     by_key = {s.key: s for s in systems}
     base = by_key.get(baseline)
     out = [f"# {title}", "",
@@ -280,6 +378,7 @@ def results_markdown(
         out.append(f"- Two-step units vs the continuous model `{continuous}` (ML CER): {_fmt(two.ml_cer)} vs "
                    f"{_fmt(cont.ml_cer)}.")
     out.append("")
+    out += _seed_repeat_lines(repeats, baseline, twostep)
 
     if chart:
         out += ["## CER by language", "", f"![CER by language]({chart})", ""]

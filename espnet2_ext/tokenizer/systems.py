@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -107,6 +108,9 @@ def load_units_config(path: str | os.PathLike) -> dict[str, UnitSystem]:
     systems = {}
     for name, conf in data["systems"].items():
         where = f"{path}: system '{name}'"
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", str(name)):
+            # names become paths, shell list items, and exp/step2_<name>.seed<S> for step-2 seed repeats
+            raise DataError(f"{where}: a system name may hold only letters, digits, '_' and '-'")
         if not isinstance(conf, dict) or "features" not in conf:
             raise DataError(f"{where}: expected a mapping with 'features' (learned, single[:L], uniform or mfcc)")
         _check_keys(where, conf, _SYSTEM_KEYS)

@@ -100,3 +100,40 @@ def test_malformed_stage_times_names_the_line(tmp_path: Path) -> None:
     p.write_text("1\tcorpus\t90\n2\tdata\n")
     with pytest.raises(DataError, match=r"stage_times.tsv:2:"):
         read_stage_times(p)
+
+
+def test_seed_repeats_are_summarised_not_rows(tmp_path: Path) -> None:
+    # seed 0 (the config's) and repeats 1, 2 of both systems; step2_mfcc.seed3 has no run of its own
+    wd = _workdir(tmp_path, {
+        "step2_baseline": {"a_deu_000001": "HALO WELT", "b_rus_000001": "ПРИВЕТ"},
+        "step2_baseline.seed1": {"a_deu_000001": "HALO WELT"},
+        "step2_baseline.seed2": {"b_rus_000001": "ПРИВЕТ"},
+        "step2_twostep": {"b_rus_000001": "ПРИВЕТ MИР"},
+        "step2_twostep.seed1": {"a_deu_000001": "HALLO"},
+        "step2_twostep.seed2": {},
+        "step2_mfcc.seed3": {"c_spa_000001": ""},
+    })
+    for key in ("step2_baseline", "step2_twostep"):
+        (wd / "exp" / key / "config.yaml").write_text("seed: 0\nmax_epoch: 6\n")
+    for key in ("step2_baseline.seed1", "step2_twostep.seed1"):
+        (wd / "exp" / key / "config.yaml").write_text("seed: 1\n")
+    assert results_cli.main(["--workdir", str(wd)]) == 0
+    text = (wd / "RESULTS.md").read_text(encoding="utf-8")
+    by_key = {s.key: s for s in collect_systems(wd / "exp")}
+    assert [by_key[k].seed for k in ("step2_baseline", "step2_baseline.seed1", "step2_baseline.seed2")] == [0, 1, None]
+
+    main_rows = [line for line in text.split("## The two-step effect")[0].splitlines() if line.startswith("| (")]
+    assert [row.split("`")[1] for row in main_rows] == ["step2_baseline", "step2_twostep"]
+    assert "(`step2_mfcc.seed3`)" in text, "a repeat without its system's own run is a row"
+
+    import statistics
+    base = [by_key[k].ml_cer for k in ("step2_baseline", "step2_baseline.seed1", "step2_baseline.seed2")]
+    two = [by_key[k].ml_cer for k in ("step2_twostep", "step2_twostep.seed1", "step2_twostep.seed2")]
+    row = next(line for line in text.splitlines() if line.startswith("| `step2_baseline` |"))
+    assert f"| 0, 1, ? | {base[0]:.2f}, {base[1]:.2f}, {base[2]:.2f} |" in row
+    assert f"{statistics.mean(base):.2f} ± {statistics.stdev(base):.2f}" in row
+    rel = relative_reduction(statistics.mean(base), statistics.mean(two))
+    paired = sorted(relative_reduction(b, t) for b, t in zip(base[:2], two[:2]))  # seeds 0 and 1 known on both
+    line = next(line for line in text.splitlines() if line.startswith("- Two-step vs single-layer units, mean ML"))
+    assert f"({rel:.1f} % relative)" in line
+    assert f"2 pairs): {paired[0]:.1f} to {paired[1]:.1f} % relative" in line
