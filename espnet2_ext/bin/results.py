@@ -37,6 +37,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", default="step2_baseline", help="exp dir of the single-layer baseline (row a)")
     p.add_argument("--twostep", default="step2_twostep", help="exp dir of the two-step system (row b)")
     p.add_argument("--continuous", default="step1_step0", help="exp dir of the continuous step-1 model (row d)")
+    p.add_argument("--stage_times", type=Path, default=None,
+                   help="run.sh's stage times to show (default: <workdir>/log/stage_times.tsv; e.g. a copy kept "
+                        "from the default run before extra runs such as --step2_seeds appended theirs)")
     p.add_argument("--note", action="append", default=[], help="an extra line for the Notes section (repeatable)")
     return p
 
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             title=args.title,
             layer_weights=weights,
             unit_stats=unit_stats,
-            stage_times=read_stage_times(wd / "log/stage_times.tsv"),
+            stage_times=read_stage_times(args.stage_times or wd / "log/stage_times.tsv"),
             chart=chart.name,
             notes=args.note,
         )

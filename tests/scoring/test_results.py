@@ -137,3 +137,9 @@ def test_seed_repeats_are_summarised_not_rows(tmp_path: Path) -> None:
     line = next(line for line in text.splitlines() if line.startswith("- Two-step vs single-layer units, mean ML"))
     assert f"({rel:.1f} % relative)" in line
     assert f"2 pairs): {paired[0]:.1f} to {paired[1]:.1f} % relative" in line
+    # the wall-time table can come from a kept copy of the default run's stage times
+    (wd / "log").mkdir()
+    (wd / "log/stage_times.tsv").write_text("9\tstep2\t2789\n")
+    (tmp_path / "default_run.tsv").write_text("9\tstep2\t1398\n")
+    assert results_cli.main(["--workdir", str(wd), "--stage_times", str(tmp_path / "default_run.tsv")]) == 0
+    assert "| 9 | step2 | 1398 |" in (wd / "RESULTS.md").read_text(encoding="utf-8")
