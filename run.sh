@@ -728,9 +728,14 @@ step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and d
         --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
 }
 
-step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_RUN (RUN: SYSTEM or SYSTEM.seedS)
-    local run=$1 system=${1%.seed*} exp=$workdir/exp/step2_$1
-    local units=$workdir/dump/units/$system
+step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_SYSTEM (RUN: SYSTEM or SYSTEM.seedS)
+    local run=$1 system=${1%.seed*}
+    if [ "$run" != "$system" ]; then  # a seed repeat trains on its system's data: check and shape it once
+        [ -f "$workdir/exp/step2_$system/stats/.done" ] || step2_prepare "$system"
+        mkdir -p "$workdir/exp/step2_$run"
+        return 0
+    fi
+    local exp=$workdir/exp/step2_$system units=$workdir/dump/units/$system
     [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
     step2_data_opts "$system"
     mkdir -p "$exp"
@@ -741,7 +746,7 @@ step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_RUN
     # 2. shapes for ESPnet's batching
     local stats=$exp/stats
     if [ ! -f "$stats/.done" ]; then
-        ${train_cmd} "$logdir/step2/$run/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
+        ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
             --collect_stats true --config "$step2_config" --ngpu 0 "${step2_opts[@]}" \
             --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
         touch "$stats/.done"
@@ -750,7 +755,7 @@ step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_RUN
 
 step2_fit() {  # step2_fit RUN: train exp/step2_RUN (resumes from checkpoint.pth after an interruption)
     local run=$1 system=${1%.seed*} exp=$workdir/exp/step2_$1
-    local stats=$exp/stats seed_opts=()
+    local stats=$workdir/exp/step2_$system/stats seed_opts=()  # a seed repeat's shapes are its system's
     if [ "$run" != "$system" ]; then seed_opts=(--seed "${run##*.seed}"); fi  # after --config: overrides its seed
     step2_data_opts "$system"
     log "step 2 $run: training (log: $logdir/step2/$run/train.log)"

@@ -237,6 +237,7 @@ def test_seed_repeats_train_decode_and_score_next_to_the_configs_seed(
     config_seed = yaml.safe_load((repo_root / "conf/step2/tiny.yaml").read_text())["seed"]
     assert yaml.safe_load((exp(wd) / "config.yaml").read_text())["seed"] == config_seed != 1
     assert yaml.safe_load((repeat / "config.yaml").read_text())["seed"] == 1
+    assert not (repeat / "stats").exists(), "a repeat batches by its system's shapes, not a second collection"
     first = torch.load(exp(wd) / "valid.acc.ave.pth", map_location="cpu")
     again = torch.load(repeat / "valid.acc.ave.pth", map_location="cpu")
     assert first.keys() == again.keys() and any(not torch.equal(first[k], again[k]) for k in first)
