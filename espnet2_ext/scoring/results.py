@@ -431,9 +431,10 @@ def plot_per_language(systems: Sequence[SystemResult], out_png: Path) -> None:
     ax.set_xticks(range(len(langs)), langs)
     ax.set_ylabel("CER (%)")
     ax.set_title("CER by language (all scored sets pooled; eng includes LibriSpeech)")
-    ax.legend(fontsize=7, ncol=2)
+    # below the axes: inside, it hid the bars of the first languages
+    ax.legend(fontsize=7, ncol=min(len(systems), 4), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_open(out_png, "wb") as f:
-        fig.savefig(f, format="png", dpi=120)
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
