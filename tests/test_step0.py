@@ -17,6 +17,7 @@ from espnet2_ext.bin import step0
 from espnet2_ext.ssl import SSLUpstream, UpstreamSpec, checkpoint_sha256
 from espnet2_ext.ssl.export import load_step0_upstream
 from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.configs import learning_rates
 from tests.recipe import run_recipe
 
 STEP0_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "conf" / "step0").glob("*.yaml"))
@@ -41,8 +42,6 @@ def fake_ssl_stage(wd: Path) -> dict:
 # ------------------------------------------------------------------ configs
 @pytest.mark.parametrize("config", STEP0_CONFIGS, ids=lambda p: p.name)
 def test_step0_configs_are_ctc_on_a_trainable_upstream_and_build(config: Path) -> None:
-    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
-
     from espnet2_ext.tasks.asr import ASRTask
 
     args = ASRTask.get_parser().parse_args(["--config", str(config)])  # unknown keys are an error
@@ -50,12 +49,7 @@ def test_step0_configs_are_ctc_on_a_trainable_upstream_and_build(config: Path) -
     assert args.frontend_conf["layer_selection"] == "last"
     assert (args.encoder, args.decoder, args.normalize) == (None, None, None)
     assert args.model_conf["ctc_weight"] == 1.0
-    optimizer = optim_classes[args.optim]([torch.nn.Parameter(torch.zeros(1))], **args.optim_conf)
-    scheduler = scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)
-    rates = []
-    for step in range(40000):  # the rate at every update of the longest schedule
-        scheduler.last_epoch = step
-        rates.append(scheduler.get_lr()[0])
+    rates = learning_rates(args, 40000)  # the rate at every update of the longest schedule
     assert max(rates) == pytest.approx(args.optim_conf["lr"]), "the warm-up reaches the configured rate"
     assert rates[0] < 0.2 * args.optim_conf["lr"], "and starts well below it"
     if args.scheduler == "tristagelr" and args.num_iters_per_epoch:

@@ -10,11 +10,11 @@ import argparse
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from espnet2_ext.tasks import discrete_asr as ours
 from espnet2_ext.tasks.discrete_asr import DiscreteASRTask
+from tests.configs import learning_rates
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 STEP2_CONFIGS = sorted((CONF / "step2").glob("*.yaml"))
@@ -62,15 +62,8 @@ SCHEDULED_CONFIGS = [c for c in STEP2_CONFIGS if yaml.safe_load(c.read_text(enco
 
 @pytest.mark.parametrize("config", SCHEDULED_CONFIGS, ids=lambda p: p.name)
 def test_step2_learning_rate_schedules_build_and_peak_at_the_configured_rate(config: Path) -> None:
-    from espnet2.tasks.abs_task import optim_classes, scheduler_classes
-
     args = DiscreteASRTask.get_parser().parse_args(["--config", str(config)])
-    optimizer = optim_classes[args.optim]([torch.nn.Parameter(torch.zeros(1))], **args.optim_conf)
-    scheduler = scheduler_classes[args.scheduler](optimizer, **args.scheduler_conf)  # a misspelt option fails here
-    rates = []
-    for step in range(40000):  # every update of the longest schedule (the challenge's 30k warm-up)
-        scheduler.last_epoch = step
-        rates.append(scheduler.get_lr()[0])
+    rates = learning_rates(args, 40000)  # every update of the longest schedule (the challenge's 30k warm-up)
     assert max(rates) == pytest.approx(args.optim_conf["lr"]), "the warm-up reaches the configured rate"
     assert rates[0] < 0.2 * args.optim_conf["lr"] and rates[-1] < 0.9 * max(rates), "from below, then decays"
 
