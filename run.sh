@@ -444,20 +444,21 @@ stage_finetune() {
 
     # The convergence check decodes (CTC, beam 1: a check, not the reported system) a fixed subset of
     # valid_set on CPU and scores it with the project's CER.
-    local check=$exp/check check_nj
-    check_nj=$(python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$valid_set" \
-        --max_utts "$step0_check_utts" --nj "$nj" --out_dir "$check/data/$valid_set")
+    local check=$exp/check
+    python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$valid_set" --max_utts "$step0_check_utts" \
+        --out_dir "$check/data/$valid_set"
     step0_check() {  # step0_check MODEL LABEL
         local model=$exp/$1 dir=$check/decode_$2/$valid_set
         [ -e "$model" ] || die "$model not found: it is removed once a later epoch is better; remove $exp and rerun"
         log "step 0: decoding $valid_set with $(basename "$model") (logs: $logdir/step0/decode_$2.*.log)"
         rm -rf "$dir"
-        ${infer_cmd} JOB=1:"$check_nj" "$logdir/step0/decode_$2.JOB.log" python -m espnet2_ext.bin.asr_inference \
+        ${infer_cmd} JOB=1:"$nj" "$logdir/step0/decode_$2.JOB.log" python -m espnet2_ext.bin.asr_inference \
             --ngpu "$infer_ngpu" --batch_size 1 --beam_size 1 --ctc_weight 1.0 --lm_weight 0.0 \
             --data_path_and_name_and_type "$check/data/$valid_set/wav.scp,speech,sound" \
-            --key_file "$check/data/$valid_set/split/keys.JOB.scp" \
-            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
-        cat "$dir"/output.*/1best_recog/text | sort >"$dir/text"
+            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB" \
+            --shard JOB --nshard "$nj"
+        python -m espnet2_ext.bin.sharded_decoding merge --decode_dir "$check/decode_$2" --sets "$valid_set" \
+            --src_pattern "$check/data/{set}/wav.scp"
         python -m espnet2_ext.bin.score --data_dir "$check/data" --hyp_dir "$check/decode_$2" --sets "$valid_set" \
             --out_dir "$check/score_$2" --allow_missing >/dev/null
     }
@@ -558,24 +559,25 @@ step1_weights_and_decode() {  # step1_weights_and_decode X
     python -m espnet2_ext.bin.layer_weights export --config "$exp/config.yaml" --model_file "$model" \
         --upstream_json "$workdir/exp/$x/upstream.json" --out_json "$exp/layer_weights.json" \
         --out_png "$exp/layer_weights.png"
-    local set dir set_nj sets=()
+    local set sets=() todo=()
     for set in $test_sets; do
-        dir=$exp/decode/$set
         [ -f "$data/$set/wav.scp" ] || { log "no $data/$set: not decoded"; continue; }
         sets+=("$set")
-        [ -f "$dir/text" ] && continue  # written last: this set is decoded
-        log "step 1 on $x: decoding $set with $(basename "$model") (logs: $logdir/step1_$x/decode_$set.*.log)"
-        rm -rf "$dir"
-        set_nj=$(python -m espnet2_ext.bin.step0 check_set --data_dir "$data/$set" --max_utts 0 --nj "$nj" \
-            --out_dir "$dir/keys")
-        ${infer_cmd} JOB=1:"$set_nj" "$logdir/step1_$x/decode_$set.JOB.log" python -m espnet2_ext.bin.asr_inference \
-            --config "$step1_decode_config" --ngpu "$infer_ngpu" \
-            --data_path_and_name_and_type "$data/$set/wav.scp,speech,sound" --key_file "$dir/keys/split/keys.JOB.scp" \
-            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" --output_dir "$dir/output.JOB"
-        cat "$dir"/output.*/1best_recog/text | sort >"$dir/text.tmp"
-        mv "$dir/text.tmp" "$dir/text"
+        [ -f "$exp/decode/$set/text" ] || todo+=("$set")  # written last: a set with it is decoded
     done
     [ ${#sets[@]} -gt 0 ] || die "none of the test sets ($test_sets) has a data dir under $data"
+    if [ ${#todo[@]} -gt 0 ]; then
+        # nj jobs, each decoding its shard of every set (ESPnet is imported once per job)
+        log "step 1 on $x: decoding ${todo[*]} with $(basename "$model") (logs: $logdir/step1_$x/decode.*.log)"
+        for set in "${todo[@]}"; do rm -rf "$exp/decode/$set"; done
+        ${infer_cmd} JOB=1:"$nj" "$logdir/step1_$x/decode.JOB.log" python -m espnet2_ext.bin.asr_inference \
+            --config "$step1_decode_config" --ngpu "$infer_ngpu" \
+            --data_path_and_name_and_type "$data/{set}/wav.scp,speech,sound" --sets "${todo[@]}" \
+            --asr_train_config "$exp/config.yaml" --asr_model_file "$model" \
+            --output_dir "$exp/decode/{set}/output.JOB" --shard JOB --nshard "$nj"
+        python -m espnet2_ext.bin.sharded_decoding merge --decode_dir "$exp/decode" --sets "${todo[@]}" \
+            --src_pattern "$data/{set}/wav.scp"
+    fi
     cp "$step1_decode_config" "$exp/decode/decode.yaml"  # how it was decoded (RESULTS.md shows it)
     python -m espnet2_ext.bin.score --data_dir "$data" --hyp_dir "$exp/decode" --sets "${sets[@]}" \
         --out_dir "$exp/score" --fs "$fs" >/dev/null
@@ -789,7 +791,8 @@ stage_decode() {
             --data_path_and_name_and_type "$units/{set}/text,src_text,text" --sets "${sets[@]}" \
             --mt_train_config "$exp/config.yaml" --mt_model_file "$exp/$step2_model" \
             --output_dir "$dec/{set}/output.JOB" --shard JOB --nshard "$nj"
-        python -m espnet2_ext.bin.step2 merge --decode_dir "$dec" --sets "${sets[@]}" --src_pattern "$units/{set}/text"
+        python -m espnet2_ext.bin.sharded_decoding merge --decode_dir "$dec" --sets "${sets[@]}" \
+            --src_pattern "$units/{set}/text"
         python -m espnet2_ext.bin.step2 submission --units_dir "$units" --decode_dir "$dec" --sets "${sets[@]}" \
             --out_dir "$exp/submission"
         cp "$step2_decode_config" "$dec/decode.yaml"  # how it was decoded (RESULTS.md shows it)

@@ -160,7 +160,7 @@ GPU_CASES = {
     "step1 training, 1 GPU": (5, ["exp/step1_step0/.done"], ["--ngpu", "1"], "step1_step0/q/train.json", 1,
                               ["--output_dir", "{wd}/exp/step1_step0", "--ngpu", "1"], False),
     "step1 decode, gpu_inference": (6, ["exp/step1_step0/.weights.done", "exp/step1_step0/decode"],
-                                    ["--gpu_inference", "true", "--ngpu", "2"], "step1_step0/q/decode_test_1h.json", 1,
+                                    ["--gpu_inference", "true", "--ngpu", "2"], "step1_step0/q/decode.json", 1,
                                     None, False),
     "feature dump, gpu_inference": (7, ["exp/kmeans/twostep/.done"], ["--gpu_inference", "true"],
                                     "kmeans/twostep/q/feats.json", 1,

@@ -57,19 +57,17 @@ def test_step0_configs_are_ctc_on_a_trainable_upstream_and_build(config: Path) -
 
 
 # ------------------------------------------------------------------ helpers
-def test_check_set_spreads_a_subset_over_the_set_and_shards_it(tmp_path: Path) -> None:
+def test_check_set_spreads_a_subset_over_the_set(tmp_path: Path) -> None:
     data = tmp_path / "dev"
     data.mkdir()
     ids = [f"utt{i:02d}" for i in range(10)]
     for name, value in (("wav.scp", "/a/{}.wav"), ("text", "T {}"), ("utt2lang", "eng")):
         (data / name).write_text("".join(f"{u} {value.format(u)}\n" for u in ids))
     out = tmp_path / "check"
-    assert step0.main(["check_set", "--data_dir", str(data), "--max_utts", "4", "--nj", "3", "--out_dir", str(out)]) == 0
+    assert step0.main(["check_set", "--data_dir", str(data), "--max_utts", "4", "--out_dir", str(out)]) == 0
     assert list(read_kaldi_text(out / "text")) == ["utt00", "utt02", "utt05", "utt07"]
     assert list(read_kaldi_text(out / "utt2lang")) == list(read_kaldi_text(out / "wav.scp")) == ["utt00", "utt02",
                                                                                                "utt05", "utt07"]
-    shards = [list(read_kaldi_text(out / "split" / f"keys.{j}.scp")) for j in (1, 2, 3)]
-    assert sum(shards, []) == ["utt00", "utt02", "utt05", "utt07"] and all(shards)
     assert step0.select_utterances(ids, 0) == ids == step0.select_utterances(ids, 50)
 
 

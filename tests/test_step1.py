@@ -80,7 +80,12 @@ def test_test_sets_are_decoded_and_scored(workdir: Path) -> None:
     for s in SETS:
         hyps = read_kaldi_text(exp / "decode" / s / "text", allow_empty_value=True)
         assert list(hyps) == list(read_kaldi_text(workdir / "data" / s / "text")), s
-        assert (workdir / f"log/step1_step0/decode_{s}.1.log").is_file()
+    # one job per shard decodes every set (ESPnet imported once per job): the shards' keys split each set
+    for s in SETS:
+        shards = [list(read_kaldi_text(k)) for k in sorted((exp / "decode" / s).glob("output.*/keys.scp"))]
+        assert sorted(sum(shards, [])) == sorted(read_kaldi_text(workdir / "data" / s / "wav.scp")), s
+    logs = sorted(p.name for p in (workdir / "log/step1_step0").glob("decode*.log"))
+    assert logs == ["decode.1.log", "decode.2.log"]
     scores = json.loads((exp / "score/scores.json").read_text())
     assert sorted(scores["sets"]) == sorted(SETS)
     assert all(v["n_utts"] > 0 and v["ref_chars"] > 0 for v in scores["sets"].values())

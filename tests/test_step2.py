@@ -269,14 +269,3 @@ def test_check_lengths_fails_when_subsampling_leaves_too_few_frames(workdir: Pat
     assert step2.main([*args, "--config", str(tmp_path / "coarse.yaml"), "--out", str(tmp_path / "c.json")]) == 1
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["encoder_subsampling"] >= 5 and report["ctc_infeasible"] == SETS["train"]
-
-
-def test_merge_names_the_utterances_without_a_hypothesis(tmp_path: Path) -> None:
-    write_kaldi_text(tmp_path / "dec/test/output.1/1best_recog/text", [("u1", "a b")])
-    write_kaldi_text(tmp_path / "src/test/text", [("u1", "x"), ("u2", "y")])
-    args = ["merge", "--decode_dir", str(tmp_path / "dec"), "--sets", "test", "--src_pattern"]
-    assert step2.main([*args, str(tmp_path / "src/{set}/text")]) == 2
-    assert not (tmp_path / "dec/test/text").exists()
-    write_kaldi_text(tmp_path / "dec/test/output.2/1best_recog/text", [("u2", "")])
-    assert step2.main([*args, str(tmp_path / "src/{set}/text")]) == 0
-    assert (tmp_path / "dec/test/text").read_text() == "u1 a b\nu2\n"

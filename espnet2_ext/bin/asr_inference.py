@@ -12,6 +12,14 @@ a model is being built or a decoding run lasts, and puts ESPnet's back afterward
         --asr_train_config exp/asr_step1/config.yaml --asr_model_file exp/asr_step1/valid.loss.best.pth \\
         --output_dir exp/asr_step1/decode_test_1h
 
+One job decodes its shard of every set (``--sets``, ``--shard``, ``--nshard``: ESPnet is imported
+once per job, not once per set; :mod:`espnet2_ext.bin.sharded_decoding`)::
+
+    python -m espnet2_ext.bin.asr_inference --ngpu 0 --config conf/decode/step1_demo.yaml \\
+        --data_path_and_name_and_type 'data/{set}/wav.scp,speech,sound' --sets test_1h dev_clean \\
+        --asr_train_config exp/step1_step0/config.yaml --asr_model_file exp/step1_step0/valid.loss.ave.pth \\
+        --output_dir 'exp/step1_step0/decode/{set}/output.1' --shard 1 --nshard 2
+
 Decoding a CTC-only model with ``beam_size 1`` and ``ctc_weight 1.0`` takes the best path (argmax
 per frame, repeats merged, blanks dropped) instead of ESPnet's label-synchronous prefix search:
 ESPnet offers no greedy CTC decoding for ASR models, and its CTC prefix scorer loops over every
@@ -26,6 +34,7 @@ In Python::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import itertools
 from collections.abc import Iterator, Sequence
@@ -34,6 +43,7 @@ import torch
 from espnet.nets.beam_search import Hypothesis
 from espnet2.bin import asr_inference as espnet_inference
 
+from espnet2_ext.bin import sharded_decoding
 from espnet2_ext.tasks.asr import ASRTask
 
 
@@ -91,15 +101,22 @@ class Speech2Text(espnet_inference.Speech2Text):
         return [(text, token, token_int, Hypothesis(yseq=yseq, score=0.0))]
 
 
-def get_parser():
-    """ESPnet's ASR decoding parser (the options do not depend on the task)."""
-    return espnet_inference.get_parser()
+def get_parser() -> argparse.ArgumentParser:
+    """ESPnet's ASR decoding parser (the options do not depend on the task) plus ``--sets``, ``--shard``, ``--nshard``."""
+    parser = espnet_inference.get_parser()
+    sharded_decoding.add_options(parser)
+    return parser
+
+
+def inference(**kwargs) -> None:
+    """ESPnet's ``asr_inference.inference`` with our task and :class:`Speech2Text`."""
+    with espnet_inference_with_our_task(), espnet_inference_with_our_speech2text():
+        espnet_inference.inference(**kwargs)
 
 
 def main(cmd: Sequence[str] | None = None) -> None:
-    """Run ESPnet's ``asr_inference`` with our task; ``cmd`` defaults to ``sys.argv``."""
-    with espnet_inference_with_our_task(), espnet_inference_with_our_speech2text():
-        espnet_inference.main(cmd)
+    """Decode each of ``--sets`` (shard ``--shard``) with ESPnet's ``asr_inference``; ``cmd`` defaults to ``sys.argv``."""
+    sharded_decoding.decode_sets(vars(get_parser().parse_args(cmd)), inference)
 
 
 if __name__ == "__main__":

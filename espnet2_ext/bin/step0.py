@@ -2,9 +2,8 @@
 
 Subcommands::
 
-    # the dev utterances decoded for the convergence check, split for N decoding jobs
-    python -m espnet2_ext.bin.step0 check_set --data_dir data/dev --max_utts 0 --nj 2 \\
-        --out_dir exp/step0/check/data/dev
+    # the dev utterances decoded for the convergence check (a data dir of them)
+    python -m espnet2_ext.bin.step0 check_set --data_dir data/dev --max_utts 0 --out_dir exp/step0/check/data/dev
     # before/after dev CER; exit status 1 when the final model is still in the CTC blank phase
     python -m espnet2_ext.bin.step0 dev_cer --exp_dir exp/step0 --set dev \\
         --first exp/step0/check/score_1epoch/scores.json --final exp/step0/check/score_final/scores.json \\
@@ -14,7 +13,8 @@ Subcommands::
         --model_file exp/step0/valid.loss.ave.pth --config exp/step0/config.yaml --out exp/step0/upstream
 
 Training, decoding and scoring themselves are ``espnet2_ext.bin.asr_train``,
-``espnet2_ext.bin.asr_inference`` and ``espnet2_ext.bin.score`` (see ``stage_finetune`` in run.sh).
+``espnet2_ext.bin.asr_inference`` (sharded, merged by ``espnet2_ext.bin.sharded_decoding``) and
+``espnet2_ext.bin.score`` (see ``stage_finetune`` in run.sh).
 """
 
 from __future__ import annotations
@@ -67,12 +67,7 @@ def cmd_check_set(args: argparse.Namespace) -> None:
         tables["utt2lang"] = read_kaldi_text(args.data_dir / "utt2lang")
     for name, table in tables.items():
         write_kaldi_text(args.out_dir / name, [(u, table[u]) for u in utts])
-    nj = min(args.nj, len(utts))
-    for job in range(nj):  # contiguous shards, as ESPnet's split_scp.pl makes them
-        shard = utts[job * len(utts) // nj : (job + 1) * len(utts) // nj]
-        write_kaldi_text(args.out_dir / "split" / f"keys.{job + 1}.scp", [(u, wav_scp[u]) for u in shard])
-    logger.info("%s: %d of %d utterances in %d shards -> %s", args.data_dir, len(utts), len(wav_scp), nj, args.out_dir)
-    print(nj, file=args.stdout)
+    logger.info("%s: %d of %d utterances -> %s", args.data_dir, len(utts), len(wav_scp), args.out_dir)
 
 
 def _set_cer(scores_json: Path, set_name: str) -> dict:
@@ -162,11 +157,10 @@ def cmd_export(args: argparse.Namespace) -> None:
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("check_set", help="the dev subset decoded for the convergence check, in key-file shards")
+    p = sub.add_parser("check_set", help="the dev subset decoded for the convergence check")
     p.add_argument("--data_dir", type=Path, required=True, help="Kaldi data dir (wav.scp, text[, utt2lang])")
     p.add_argument("--max_utts", type=int, default=0, help="utterances to keep, spread over the set (0 = all)")
-    p.add_argument("--nj", type=int, default=1, help="number of key-file shards (fewer if there are fewer utterances)")
-    p.add_argument("--out_dir", type=Path, required=True, help="writes wav.scp, text, utt2lang, split/keys.N.scp")
+    p.add_argument("--out_dir", type=Path, required=True, help="writes wav.scp, text, utt2lang")
     p.set_defaults(func=cmd_check_set)
     p = sub.add_parser("dev_cer", help="write dev_cer.json (first epoch vs final model); fail if not converged")
     p.add_argument("--exp_dir", type=Path, required=True, help="the step-0 training dir (holds checkpoint.pth)")

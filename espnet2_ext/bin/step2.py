@@ -8,15 +8,13 @@ Subcommands::
         --max_infeasible 0.05 --out exp/step2_twostep/length_check.json
     # size of the source vocabulary (sentencepiece pieces): the V of the bitrate
     python -m espnet2_ext.bin.step2 vocab_size --bpemodel dump/units/twostep/src_bpe/bpe.model
-    # one hypothesis file per set from the decoding shards; every utterance must have one
-    python -m espnet2_ext.bin.step2 merge --decode_dir exp/step2_twostep/decode --sets test_1h dev_clean \\
-        --src_pattern 'dump/units/twostep/{set}/text'
     # the challenge submission files
     python -m espnet2_ext.bin.step2 submission --units_dir dump/units/twostep \\
         --decode_dir exp/step2_twostep/decode --sets test_1h dev_clean --out_dir exp/step2_twostep/submission
 
 Training and decoding themselves are ``espnet2_ext.bin.discrete_asr_train`` and
-``espnet2_ext.bin.discrete_asr_inference`` (see ``stage_step2`` and ``stage_decode`` in run.sh).
+``espnet2_ext.bin.discrete_asr_inference``, whose shards ``espnet2_ext.bin.sharded_decoding merge``
+joins (see ``stage_step2`` and ``stage_decode`` in run.sh).
 """
 
 from __future__ import annotations
@@ -30,11 +28,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from espnet2_ext.scoring.submission import write_submission
-from espnet2_ext.utils.fileio import DataError, atomic_write_text, listing, read_kaldi_text, write_kaldi_text
+from espnet2_ext.utils.fileio import DataError, atomic_write_text, listing, read_kaldi_text
 
 logger = logging.getLogger("step2")
-
-HYP_GLOB = "output.*/1best_recog/text"
 
 
 # ------------------------------------------------------------------ check_lengths
@@ -165,38 +161,6 @@ def cmd_vocab_size(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------ merge
-def merge_hypotheses(set_dir: Path, expected: list[str]) -> dict[str, str]:
-    """Hypotheses of every decoding shard under ``set_dir`` (``output.J/1best_recog/text``), by utterance.
-
-    Raises:
-        DataError: an utterance decoded twice, or one of ``expected`` without a hypothesis
-            (its shard failed: see the decoding logs).
-    """
-    hyps: dict[str, str] = {}
-    for path in sorted(set_dir.glob(HYP_GLOB)):
-        for utt, text in read_kaldi_text(path, allow_empty_value=True).items():
-            if utt in hyps:
-                raise DataError(f"{path}: '{utt}' was decoded by two shards; remove {set_dir} and decode again")
-            hyps[utt] = text
-    missing = [u for u in expected if u not in hyps]
-    if missing:
-        raise DataError(
-            f"{set_dir}: {len(missing)} of {len(expected)} utterances have no hypothesis ({listing(missing, 5)}); "
-            f"a decoding job failed or was cut short: see its log, remove {set_dir} and decode again"
-        )
-    return {u: hyps[u] for u in sorted(expected)}
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    for set_name in args.sets:
-        expected = list(read_kaldi_text(args.src_pattern.replace("{set}", set_name), allow_empty_value=True))
-        hyps = merge_hypotheses(args.decode_dir / set_name, expected)
-        write_kaldi_text(args.decode_dir / set_name / "text", hyps.items())
-        logger.info("%s: %d hypotheses -> %s", set_name, len(hyps), args.decode_dir / set_name / "text")
-    return 0
-
-
 # ------------------------------------------------------------------ submission
 def cmd_submission(args: argparse.Namespace) -> int:
     vocabulary = source_vocabulary(args.units_dir / "src_bpe" / "bpe.model")
@@ -241,12 +205,6 @@ def get_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("vocab_size", help="print the number of pieces of a sentencepiece model")
     v.add_argument("--bpemodel", type=Path, required=True)
     v.set_defaults(func=cmd_vocab_size)
-
-    m = sub.add_parser("merge", help="<decode_dir>/<set>/text from the decoding shards")
-    m.add_argument("--decode_dir", type=Path, required=True, help="holds <set>/output.J/1best_recog/text")
-    m.add_argument("--sets", nargs="+", required=True)
-    m.add_argument("--src_pattern", required=True, help="the decoded input with {set}: the utterances expected")
-    m.set_defaults(func=cmd_merge)
 
     s = sub.add_parser("submission", help="challenge submission files")
     s.add_argument("--units_dir", type=Path, required=True, help="dump/units/<system> (src_bpe/, <set>/tokens)")
