@@ -8,8 +8,9 @@ use the same ``--nj`` and options, one after the other. Per-stage wall times com
 workdir's ``log/stage_times.tsv`` (whole seconds, as run.sh records them); the number of
 ``sbatch`` submissions is the number of task specs (``log/**/q/*.json``, one per array). The outputs
 are compared with :func:`espnet2_ext.utils.workdir_diff.compare_workdirs` (job logs skipped).
-``--workdirs LOCAL SLURM`` reports on two such runs made elsewhere (e.g. by
-tests/test_slurm_recipe.py, which runs the same stages with the same options) instead of running.
+``--workdirs LOCAL SLURM`` reports on two such runs made elsewhere instead of running (e.g. the
+SLURM run of tests/test_slurm_recipe.py and the local run it compares with, the tests' shared
+``tiny_recipe_4_13``, which went on to stages 12-13: their outputs are listed as only in LOCAL).
 
 Writes ``benchmarks/results/slurm.{md,json}`` and prints the table.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.recipe import run_recipe  # noqa: E402  (after the path above)
+from tests.recipe import STAGES_4_13_OPTS, SharedRun, run_recipe  # noqa: E402  (after the path above)
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +36,15 @@ def cli_env() -> dict[str, str]:
     return env
 
 
+def shared_tmp_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp dir of this test run common to all its xdist workers (their base temps' parent).
+
+    Without xdist it is the run's own base temp: the parent would be shared with earlier runs.
+    """
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe_workdir(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny-recipe workdir with stages 1-3 done, built ONCE per test run.
@@ -43,13 +53,40 @@ def tiny_recipe_workdir(cli_env: dict[str, str], tmp_path_factory: pytest.TempPa
     slow part of every end-to-end test. Tests add their own outputs (their own exp/<name>, or the
     next stage) and must not remove what others read.
     """
-    root = tmp_path_factory.getbasetemp().parent  # common to all workers of this run
+    root = shared_tmp_root(tmp_path_factory)
     wd = root / "tiny_recipe"
     with FileLock(str(root / "tiny_recipe.lock")):
         if not (wd / "exp/ssl/upstream.json").is_file():
             r = run_recipe(["--workdir", str(wd), "--stop_stage", "3"], cli_env)
             assert r.returncode == 0, r.stderr[-3000:]
     return wd
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe_stages_4_13(cli_env: dict[str, str], tiny_recipe_workdir: Path,
+                            tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
+    """Stages 4-13 of the tiny recipe (``STAGES_4_13_OPTS``, local backend), run ONCE per test run.
+
+    From a copy of the shared stages 1-3 (``tiny_recipe_workdir``). The end-to-end tests check its
+    artefacts and decode its pack; the SLURM test compares its own run of stages 4-11 with it.
+    Whichever worker asks first runs it, under a file lock in the run's common temp root.
+    """
+    root = shared_tmp_root(tmp_path_factory)
+    wd, done, log = root / "tiny_recipe_4_13", root / "tiny_recipe_4_13.done", root / "tiny_recipe_4_13.stderr"
+    lock = FileLock(str(root / "tiny_recipe_4_13.lock"))
+    with lock:
+        if not done.is_file():
+            if not wd.is_dir():
+                tmp = root / "tiny_recipe_4_13.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(tiny_recipe_workdir / "data", tmp / "data", ignore=shutil.ignore_patterns("token_list"))
+                shutil.copytree(tiny_recipe_workdir / "exp/ssl", tmp / "exp/ssl")
+                tmp.rename(wd)
+            r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *STAGES_4_13_OPTS], cli_env)
+            log.write_text(r.stderr)
+            assert r.returncode == 0, r.stderr[-4000:]
+            done.touch()
+    return SharedRun(wd, log.read_text(), lock)
 
 
 @pytest.fixture(scope="session")

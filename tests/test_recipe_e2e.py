@@ -1,8 +1,9 @@
 """The whole recipe on the tiny corpus, stage 4 to 13, as a user runs it; then audio-in decoding of the pack.
 
-Stages 1-3 come from the shared tiny workdir (tests/conftest.py); this module works on a private copy
-so it can run every later stage without disturbing other modules. Two unit systems (the single-layer
-baseline and the two-step system) keep it to a few minutes.
+Stages 1-3 come from the shared tiny workdir and stages 4-13 are the shared run
+``tiny_recipe_stages_4_13`` (tests/conftest.py), which the SLURM test compares its own run with. Two
+unit systems (the single-layer baseline and the two-step system) keep it to a few minutes. The tests
+that hide the workdir or rerun the recipe on it hold the run's lock meanwhile.
 """
 
 from __future__ import annotations
@@ -17,21 +18,14 @@ from pathlib import Path
 import pytest
 
 from espnet2_ext.utils.fileio import read_kaldi_text
-from tests.recipe import run_recipe
+from tests.recipe import STAGES_4_13_OPTS, SharedRun, run_recipe
 
 TEST_SETS = ["test_1h", "dev_clean", "dev_other", "test_clean", "test_other"]
-OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0", "--pack_systems", "twostep"]
 
 
 @pytest.fixture(scope="module")
-def workdir(repo_root: Path, cli_env: dict[str, str], tiny_recipe_workdir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wd = tmp_path_factory.mktemp("e2e")
-    shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
-    shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
-    r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *OPTS], cli_env)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return wd
+def workdir(tiny_recipe_stages_4_13: SharedRun) -> Path:
+    return tiny_recipe_stages_4_13.workdir
 
 
 def test_every_stage_leaves_its_artefacts(workdir: Path) -> None:
@@ -61,8 +55,8 @@ def test_results_md_compares_the_systems(workdir: Path) -> None:
     assert (workdir / "per_language_cer.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_recognize_on_the_moved_pack_reproduces_the_recipe(workdir: Path, cli_env: dict[str, str],
-                                                           tmp_path: Path) -> None:
+def test_recognize_on_the_moved_pack_reproduces_the_recipe(workdir: Path, cli_env: dict[str, str], tmp_path: Path,
+                                                           tiny_recipe_stages_4_13: SharedRun) -> None:
     archive = workdir / "exp/pack/twostep.tar.gz"
     with tarfile.open(archive) as tar:
         tar.extractall(tmp_path / "unpacked", filter="data")
@@ -76,20 +70,23 @@ def test_recognize_on_the_moved_pack_reproduces_the_recipe(workdir: Path, cli_en
     expected = read_kaldi_text(workdir / "exp/step2_twostep/decode/test_1h/text", allow_empty_value=True)
     # the audio itself lives in the shared corpus, not in this workdir
     assert all(not p.startswith(str(workdir)) for p in read_kaldi_text(wav_scp).values())
-    workdir.rename(hidden)
-    try:
-        r = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.recognize", "--model_dir", str(pack),
-                            "--wav_scp", str(wav_scp), "--output", str(tmp_path / "hyp"), "--batch_size", "4"],
-                           cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=900)
-    finally:
-        hidden.rename(workdir)
+    with tiny_recipe_stages_4_13.lock:  # no other module's test may look for it meanwhile
+        workdir.rename(hidden)
+        try:
+            r = subprocess.run([sys.executable, "-m", "espnet2_ext.bin.recognize", "--model_dir", str(pack),
+                                "--wav_scp", str(wav_scp), "--output", str(tmp_path / "hyp"), "--batch_size", "4"],
+                               cwd=tmp_path, env=cli_env, capture_output=True, text=True, timeout=900)
+        finally:
+            hidden.rename(workdir)
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_kaldi_text(tmp_path / "hyp", allow_empty_value=True) == expected
 
 
-def test_rerun_skips_every_finished_stage(workdir: Path, repo_root: Path, cli_env: dict[str, str]) -> None:
+def test_rerun_skips_every_finished_stage(workdir: Path, cli_env: dict[str, str],
+                                         tiny_recipe_stages_4_13: SharedRun) -> None:
     before = (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns
-    r = run_recipe(["--workdir", str(workdir), "--stage", "5", "--stop_stage", "10", *OPTS], cli_env)
+    with tiny_recipe_stages_4_13.lock:
+        r = run_recipe(["--workdir", str(workdir), "--stage", "5", "--stop_stage", "10", *STAGES_4_13_OPTS], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (workdir / "exp/step2_twostep/decode/test_1h/text").stat().st_mtime_ns == before
     assert "already" in r.stderr
