@@ -17,6 +17,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from tests.recipe import STAGES_4_13_OPTS, SharedRun, run_recipe  # noqa: E402  (after the path above)
+from tests.step2_fake import STEP2_ARGS, write_fake_workdir  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +84,27 @@ def tiny_recipe_stages_4_13(cli_env: dict[str, str], tiny_recipe_workdir: Path,
                 shutil.copytree(tiny_recipe_workdir / "exp/ssl", tmp / "exp/ssl")
                 tmp.rename(wd)
             r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *STAGES_4_13_OPTS], cli_env)
+            log.write_text(r.stderr)
+            assert r.returncode == 0, r.stderr[-4000:]
+            done.touch()
+    return SharedRun(wd, log.read_text(), lock)
+
+
+@pytest.fixture(scope="session")
+def step2_fake_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
+    """Stages 9-11 (``STEP2_ARGS``) on tests/step2_fake.py's fake unit dump, run ONCE per test run.
+
+    test_step2.py checks its outputs; test_step2_reproducible.py trains the same seed again and
+    compares. Whichever worker asks first runs it, under a file lock in the run's common temp root.
+    """
+    root = shared_tmp_root(tmp_path_factory)
+    wd, done, log = root / "step2_fake", root / "step2_fake.done", root / "step2_fake.stderr"
+    lock = FileLock(str(root / "step2_fake.lock"))
+    with lock:
+        if not done.is_file():
+            shutil.rmtree(wd, ignore_errors=True)
+            write_fake_workdir(wd)
+            r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
             log.write_text(r.stderr)
             assert r.returncode == 0, r.stderr[-4000:]
             done.touch()

@@ -1,8 +1,8 @@
 """Stages 9-11 (step 2: discrete-unit ASR training, decoding, scoring) on a FAKE unit dump.
 
-The module fixture writes what stages 2 and 8 would leave (transcripts, unit strings, source BPE
-model, BPE tokens) for one unit system, then runs ``./run.sh --stage 9 --stop_stage 11`` on it as a
-user would; the tests read its outputs. The units are a deterministic function of the characters
+The session fixture ``step2_fake_run`` (tests/conftest.py) writes what stages 2 and 8 would leave
+for one unit system (tests/step2_fake.py), then runs ``./run.sh --stage 9 --stop_stage 11`` on it as
+a user would; the tests read its outputs. The units are a deterministic function of the characters
 (two units per letter), so the tiny model has something to learn, but the tests assert only what
 does not depend on accuracy.
 """
@@ -19,70 +19,15 @@ import torch
 import yaml
 
 from espnet2_ext.bin import step2
-from espnet2_ext.tokenizer.bpe import encode_text, train_bpe
-from espnet2_ext.tokenizer.unit_text import units_to_text
-from espnet2_ext.utils.fileio import read_kaldi_text, write_kaldi_text
-from tests.recipe import run_recipe
-
-SYSTEM = "baseline"  # a name conf/units/tiny.yaml knows
-SETS = {"train": 32, "dev": 8, "test_1h": 8, "dev_clean": 6}
-TEST_SETS = ["test_1h", "dev_clean"]
-LETTERS = "abcde"
-
-
-def fake_units(text: str) -> list[int]:
-    """Two units per letter, unit 10 for a space: what a perfect tokenizer of this toy language gives."""
-    out: list[int] = []
-    for c in text:
-        out += [10] if c == " " else [2 * LETTERS.index(c), 2 * LETTERS.index(c) + 1]
-    return out
-
-
-def write_fake_workdir(wd: Path, systems: tuple[str, ...] = (SYSTEM,)) -> None:
-    """data/<set>/{text,utt2lang,utt2num_samples} and dump/units/<system>/ as stage 8 writes it."""
-    for system in systems:
-        write_fake_units(wd, system)
-
-
-def write_fake_units(wd: Path, system: str) -> None:
-    rng = np.random.default_rng(0)
-    units_dir = wd / "dump/units" / system
-    for set_name, n in SETS.items():
-        utts = [f"{set_name}_{'eng' if i % 2 else 'deu'}_{i:04d}" for i in range(n)]
-        texts = {u: " ".join("".join(rng.choice(list(LETTERS), rng.integers(1, 4))) for _ in range(3)) for u in utts}
-        data = wd / "data" / set_name
-        write_kaldi_text(data / "text", texts.items())
-        write_kaldi_text(data / "utt2lang", ((u, u.split("_")[-2]) for u in utts))
-        write_kaldi_text(data / "utt2num_samples", ((u, "32000") for u in utts))
-        write_kaldi_text(units_dir / set_name / "text", ((u, units_to_text(fake_units(t))) for u, t in texts.items()))
-        (units_dir / set_name / ".done").touch()
-    train_bpe(units_dir / "train/text", units_dir / "src_bpe", vocab_size=16)
-    for set_name in SETS:
-        encode_text(units_dir / "src_bpe/bpe.model", units_dir / set_name / "text", units_dir / set_name / "tokens")
-    (units_dir / ".done").touch()
-
-
-STEP2_ARGS = [
-    "--unit_systems",
-    SYSTEM,
-    "--test_sets",
-    " ".join(TEST_SETS),
-    "--nj",
-    "2",
-    "--step2_config",
-    "conf/step2/tiny.yaml",
-    "--step2_decode_config",
-    "conf/decode/step2_tiny.yaml",
-]
+from espnet2_ext.utils.fileio import read_kaldi_text
+from tests.recipe import SharedRun, run_recipe
+from tests.step2_fake import SETS, STEP2_ARGS, SYSTEM, TEST_SETS, write_fake_workdir
 
 
 @pytest.fixture(scope="module")
-def workdir(repo_root: Path, cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    wd = tmp_path_factory.mktemp("step2")
-    write_fake_workdir(wd)
-    r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
-    assert r.returncode == 0, r.stderr[-4000:]
-    return wd
+def workdir(step2_fake_run: SharedRun) -> Path:
+    """The fake unit dump after stages 9-11 (tests/conftest.py; test_step2_reproducible.py reads it too)."""
+    return step2_fake_run.workdir
 
 
 def exp(wd: Path) -> Path:
@@ -216,9 +161,11 @@ def test_systems_train_in_parallel_and_a_failed_one_is_named(
     assert not list((wd / "log").glob(".parallel.*")), "the exit statuses are cleaned up"
 
 
-def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], workdir: Path) -> None:
+def test_stages_are_resumable(repo_root: Path, cli_env: dict[str, str], step2_fake_run: SharedRun) -> None:
+    workdir = step2_fake_run.workdir
     before = (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime
-    r = run_recipe(["--workdir", str(workdir), "--stage", "9", "--stop_stage", "10", *STEP2_ARGS], cli_env)
+    with step2_fake_run.lock:  # a rerun on the shared workdir
+        r = run_recipe(["--workdir", str(workdir), "--stage", "9", "--stop_stage", "10", *STEP2_ARGS], cli_env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "already trained" in r.stderr and "already decoded" in r.stderr
     assert (exp(workdir) / "valid.acc.ave.pth").stat().st_mtime == before

@@ -1,9 +1,13 @@
 """Step 2 (stages 9-10) is reproducible: the same seed trains the same model, also after a SIGKILL and resume.
 
-Three copies of test_step2.py's fake unit dump (one unit system, BPE-dropout on the source, 2
-epochs of conf/step2/tiny.yaml): two are trained and decoded without interruption, the third is
-SIGKILLed (run.sh and every job it started, tests/sigkill.py) once epoch 1 is saved, then stage 9
-is rerun, which resumes ESPnet from ``checkpoint.pth``.
+Copies of tests/step2_fake.py's fake unit dump (one unit system, BPE-dropout on the source, 2 epochs
+of conf/step2/tiny.yaml). ``a`` is trained and decoded without interruption: the shared run that
+test_step2.py checks (``step2_fake_run``, tests/conftest.py). ``b`` is too, but starts
+with ``a``'s ``checkpoint.pth`` cut in half, as a kill while ESPnet writes it (in place) leaves it:
+stage 9 sets it aside and trains anew, so ``b`` is both the second uninterrupted run of the seed
+and the cut-checkpoint case. A third copy is SIGKILLed (run.sh and every job it started,
+tests/sigkill.py) once epoch 1 is saved, then stage 9 is rerun, which resumes ESPnet from
+``checkpoint.pth``.
 
 Model files are compared byte for byte (tensor by tensor first, for a readable failure);
 ESPnet's ``checkpoint.pth`` is not compared: its reporter state holds wall times.
@@ -16,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.recipe import REPO_ROOT
+from tests.recipe import REPO_ROOT, SharedRun
 from tests.sigkill import kill_when, start
-from tests.test_step2 import STEP2_ARGS, SYSTEM, TEST_SETS, write_fake_workdir
+from tests.step2_fake import STEP2_ARGS, SYSTEM, TEST_SETS, write_fake_workdir
 
 MODEL = "valid.acc.ave.pth"
 
@@ -46,14 +50,25 @@ def assert_same_model(a: Path, b: Path) -> None:
     assert a.read_bytes() == b.read_bytes()
 
 
+def cut_checkpoint(ref: Path) -> bytes:
+    """The first half of ``ref``'s step-2 ``checkpoint.pth``."""
+    whole = (exp(ref) / "checkpoint.pth").read_bytes()
+    return whole[: len(whole) // 2]
+
+
 @pytest.fixture(scope="module")
-def trained(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two workdirs, each trained (stage 9) and decoded (stage 10) without interruption, seed 0."""
-    root = tmp_path_factory.mktemp("step2_seed")
-    for name in ("a", "b"):
-        write_fake_workdir(root / name)
-        run(recipe(root / name, 9, 10), cli_env, root / f"{name}.log")
-    return root / "a", root / "b"
+def trained(step2_fake_run: SharedRun, cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[Path, Path]:
+    """Workdirs ``a`` (the shared run) and ``b`` trained (stage 9) and decoded (stage 10), seed 0.
+
+    ``b`` starts with ``a``'s checkpoint cut in half.
+    """
+    a, b = step2_fake_run.workdir, tmp_path_factory.mktemp("step2_seed") / "b"
+    write_fake_workdir(b)
+    exp(b).mkdir(parents=True)
+    (exp(b) / "checkpoint.pth").write_bytes(cut_checkpoint(a))
+    run(recipe(b, 9, 10), cli_env, b.parent / "b.log")
+    return a, b
 
 
 def test_same_seed_gives_the_same_model_and_the_same_hypotheses(trained: tuple[Path, Path]) -> None:
@@ -105,19 +120,13 @@ def test_sigkill_during_training_then_rerun_resumes_to_the_same_model(
 
 
 def test_a_checkpoint_cut_short_is_set_aside_and_training_restarts_to_the_same_model(
-    trained: tuple[Path, Path], cli_env: dict[str, str], tmp_path: Path
+    trained: tuple[Path, Path],
 ) -> None:
     """A kill while ESPnet writes checkpoint.pth (in place) leaves a truncated archive: the rerun trains anew."""
-    ref, wd = trained[0], tmp_path / "cut"
-    write_fake_workdir(wd)
-    exp(wd).mkdir(parents=True)
-    whole = (exp(ref) / "checkpoint.pth").read_bytes()
-    (exp(wd) / "checkpoint.pth").write_bytes(whole[: len(whole) // 2])
-
-    run(recipe(wd, 9, 9), cli_env, tmp_path / "rerun.log")
+    ref, wd = trained
     train_log = (wd / f"log/step2/{SYSTEM}/train.log").read_text(encoding="utf-8")
     assert "is not a complete checkpoint" in train_log and "The training was resumed" not in train_log
-    assert (exp(wd) / "checkpoint.pth.unreadable").read_bytes() == whole[: len(whole) // 2]
+    assert (exp(wd) / "checkpoint.pth.unreadable").read_bytes() == cut_checkpoint(ref)
     assert_same_model(exp(ref) / MODEL, exp(wd) / MODEL)
 
 
