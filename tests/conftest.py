@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -63,6 +63,23 @@ def tiny_recipe_workdir(cli_env: dict[str, str], tmp_path_factory: pytest.TempPa
     return wd
 
 
+def shared_run(root: Path, name: str, build: Callable[[Path], subprocess.CompletedProcess]) -> SharedRun:
+    """``root/name``, built by ``build(workdir)`` (a run.sh run) ONCE per test run, whichever worker asks first.
+
+    Under the file lock ``root/name.lock``; ``name.done`` marks a finished build and ``name.stderr``
+    keeps run.sh's stderr for every later caller.
+    """
+    wd, done, log = root / name, root / f"{name}.done", root / f"{name}.stderr"
+    lock = FileLock(str(root / f"{name}.lock"))
+    with lock:
+        if not done.is_file():
+            r = build(wd)
+            log.write_text(r.stderr)
+            assert r.returncode == 0, r.stderr[-4000:]
+            done.touch()
+    return SharedRun(wd, log.read_text(), lock)
+
+
 @pytest.fixture(scope="session")
 def tiny_recipe_stages_4_13(cli_env: dict[str, str], tiny_recipe_workdir: Path,
                             tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
@@ -70,45 +87,31 @@ def tiny_recipe_stages_4_13(cli_env: dict[str, str], tiny_recipe_workdir: Path,
 
     From a copy of the shared stages 1-3 (``tiny_recipe_workdir``). The end-to-end tests check its
     artefacts and decode its pack; the SLURM test compares its own run of stages 4-11 with it.
-    Whichever worker asks first runs it, under a file lock in the run's common temp root.
     """
-    root = shared_tmp_root(tmp_path_factory)
-    wd, done, log = root / "tiny_recipe_4_13", root / "tiny_recipe_4_13.done", root / "tiny_recipe_4_13.stderr"
-    lock = FileLock(str(root / "tiny_recipe_4_13.lock"))
-    with lock:
-        if not done.is_file():
-            if not wd.is_dir():
-                tmp = root / "tiny_recipe_4_13.tmp"
-                shutil.rmtree(tmp, ignore_errors=True)
-                shutil.copytree(tiny_recipe_workdir / "data", tmp / "data", ignore=shutil.ignore_patterns("token_list"))
-                shutil.copytree(tiny_recipe_workdir / "exp/ssl", tmp / "exp/ssl")
-                tmp.rename(wd)
-            r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *STAGES_4_13_OPTS], cli_env)
-            log.write_text(r.stderr)
-            assert r.returncode == 0, r.stderr[-4000:]
-            done.touch()
-    return SharedRun(wd, log.read_text(), lock)
+    def build(wd: Path) -> subprocess.CompletedProcess:
+        if not wd.is_dir():
+            tmp = wd.with_name(wd.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(tiny_recipe_workdir / "data", tmp / "data", ignore=shutil.ignore_patterns("token_list"))
+            shutil.copytree(tiny_recipe_workdir / "exp/ssl", tmp / "exp/ssl")
+            tmp.rename(wd)
+        return run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "13", *STAGES_4_13_OPTS], cli_env)
+
+    return shared_run(shared_tmp_root(tmp_path_factory), "tiny_recipe_4_13", build)
 
 
 @pytest.fixture(scope="session")
 def step2_fake_run(cli_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> SharedRun:
     """Stages 9-11 (``STEP2_ARGS``) on tests/step2_fake.py's fake unit dump, run ONCE per test run.
 
-    test_step2.py checks its outputs; test_step2_reproducible.py trains the same seed again and
-    compares. Whichever worker asks first runs it, under a file lock in the run's common temp root.
+    test_step2.py checks its outputs; test_step2_reproducible.py trains the same seed again and compares.
     """
-    root = shared_tmp_root(tmp_path_factory)
-    wd, done, log = root / "step2_fake", root / "step2_fake.done", root / "step2_fake.stderr"
-    lock = FileLock(str(root / "step2_fake.lock"))
-    with lock:
-        if not done.is_file():
-            shutil.rmtree(wd, ignore_errors=True)
-            write_fake_workdir(wd)
-            r = run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
-            log.write_text(r.stderr)
-            assert r.returncode == 0, r.stderr[-4000:]
-            done.touch()
-    return SharedRun(wd, log.read_text(), lock)
+    def build(wd: Path) -> subprocess.CompletedProcess:
+        shutil.rmtree(wd, ignore_errors=True)
+        write_fake_workdir(wd)
+        return run_recipe(["--workdir", str(wd), "--stage", "9", "--stop_stage", "11", *STEP2_ARGS], cli_env)
+
+    return shared_run(shared_tmp_root(tmp_path_factory), "step2_fake", build)
 
 
 @pytest.fixture(scope="session")
