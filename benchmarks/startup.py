@@ -58,9 +58,13 @@ def environment(overlay: str | None) -> dict[str, str]:
 def import_seconds(module: str, env: dict[str, str]) -> float:
     """Wall seconds of one fresh ``python -c 'import module'``."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", f"import {module}"], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    proc = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"startup.py: 'import {module}' failed (exit {proc.returncode}); is the project venv active "
+                 f"(. ./path.sh)?\n{proc.stderr[-2000:]}")
+    return seconds
 
 
 def breakdown(module: str, env: dict[str, str]) -> dict[str, float]:
