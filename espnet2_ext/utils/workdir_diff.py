@@ -2,7 +2,8 @@
 
 Every file under ``a`` is compared with the file of the same relative path under ``b``, byte for
 byte after each work directory's own absolute path is replaced by ``<WORKDIR>`` in both (configs,
-``upstream.json`` and job specs name their work directory). Files matching ``skip`` (fnmatch on the
+``upstream.json`` and job specs name their work directory; sentencepiece models, which record their
+training paths, are compared with those paths rewritten). Files matching ``skip`` (fnmatch on the
 relative path) are listed but not compared: by default the job logs and the per-stage wall times
 (``log/``), whose timestamps, durations and host names differ from run to run by nature.
 
@@ -57,12 +58,45 @@ def _files(root: Path) -> set[str]:
     return out
 
 
-def _content(root: Path, rel: str) -> bytes:
-    data = (root / rel).read_bytes()
+def _without_workdir(data: bytes, root: Path) -> bytes:
     # the resolved path and the path as given (a symlinked /tmp) may both be written into files
     for form in {str(root.resolve()), str(root.absolute())}:
         data = data.replace(form.encode(), PLACEHOLDER)
     return data
+
+
+def sentencepiece_without_workdir(data: bytes, root: str | os.PathLike) -> bytes:
+    """A sentencepiece model (``bpe.model`` bytes) with ``root`` replaced by ``<WORKDIR>`` in its paths.
+
+    sentencepiece records its training input files and output prefix in the model. A plain byte
+    replacement is not enough there: each string field is preceded by its length, which differs when
+    two work directories' paths differ in length, so the fields are rewritten and the model serialised
+    again. Bytes that do not parse as a trained model are returned with the plain replacement.
+    """
+    from google.protobuf.message import DecodeError
+    from sentencepiece import sentencepiece_model_pb2
+
+    root = Path(root)
+    model = sentencepiece_model_pb2.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except DecodeError:
+        return _without_workdir(data, root)
+    if not model.pieces or not model.trainer_spec.input:
+        return _without_workdir(data, root)
+    spec = model.trainer_spec
+    paths = [_without_workdir(p.encode(), root).decode() for p in spec.input]
+    del spec.input[:]
+    spec.input.extend(paths)
+    spec.model_prefix = _without_workdir(spec.model_prefix.encode(), root).decode()
+    return model.SerializeToString()
+
+
+def _content(root: Path, rel: str) -> bytes:
+    data = (root / rel).read_bytes()
+    if rel.endswith(".model"):  # sentencepiece models (dump/units/<system>/src_bpe/bpe.model)
+        return sentencepiece_without_workdir(data, root)
+    return _without_workdir(data, root)
 
 
 def _is_timing(key: object) -> bool:

@@ -5,7 +5,7 @@ model) runs ``run.sh --stage 7 --stop_stage 8`` once without interruption: the r
 copies the workdir, starts the stage, SIGKILLs ``run.sh`` and every job it started as soon as the
 stage's first output exists (tests/sigkill.py), checks what the kill left, reruns the stage and
 compares the final outputs with the reference: byte for byte, except the fit's wall time in
-``unit_model.json`` and the training paths (the workdir's) that ``bpe.model`` records.
+``unit_model.json`` and the workdir in the training paths that ``bpe.model`` records.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from espnet2_ext.utils.workdir_diff import sentencepiece_without_workdir
 from tests.recipe import REPO_ROOT
 from tests.sigkill import kill_when, start
 from tests.tokenizer.conftest import write_data_dir
@@ -60,17 +61,6 @@ def without_timing(unit_model_json: bytes) -> dict:
     info = json.loads(unit_model_json)
     del info["kmeans"]["fit_seconds"]
     return info
-
-
-def bpe_without_paths(model: bytes) -> bytes:
-    """A sentencepiece model less the paths it was trained from, which name the workdir."""
-    from sentencepiece import sentencepiece_model_pb2
-
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(model)
-    del proto.trainer_spec.input[:]
-    proto.trainer_spec.model_prefix = ""
-    return proto.SerializeToString()
 
 
 @pytest.fixture(scope="module")
@@ -148,5 +138,6 @@ def test_sigkill_during_unit_dumping_then_rerun_gives_the_same_units(
     final = tree(out)
     assert final.keys() == ref_files.keys()
     bpe = "src_bpe/bpe.model"
-    assert bpe_without_paths(final.pop(bpe)) == bpe_without_paths(ref_files.pop(bpe))
+    assert sentencepiece_without_workdir(final.pop(bpe), killed) == \
+        sentencepiece_without_workdir(ref_files.pop(bpe), reference), "bpe.model, but for the workdir in its paths"
     assert final == ref_files, "units, unit strings, BPE tokens and token list, statistics byte for byte"

@@ -55,3 +55,21 @@ def test_checkpoints_differing_only_in_timings_are_equivalent(tmp_path: Path) ->
     _checkpoint(b / "exp/a/checkpoint.pth", 0.5 + 1e-7, 1.0)  # other weights, same timings
     d = compare_workdirs(a, b)
     assert d.differing == ["exp/a/checkpoint.pth"] and not d.equivalent
+
+
+def test_sentencepiece_models_compare_with_their_training_paths_relative_to_the_workdir(tmp_path: Path) -> None:
+    """bpe.model records its input file and prefix: workdir paths of different lengths must not count."""
+    from espnet2_ext.tokenizer.bpe import train_bpe
+
+    def workdir(root: Path, text: str) -> Path:
+        (root / "units").mkdir(parents=True)
+        (root / "units/text").write_text("".join(f"u{i} {text}\n" for i in range(20)), encoding="utf-8")
+        train_bpe(root / "units/text", root / "units/src_bpe", vocab_size=8)
+        return root
+
+    a = workdir(tmp_path / "a", "abcabd")
+    b = workdir(tmp_path / "a_much_longer_name", "abcabd")
+    assert (a / "units/src_bpe/bpe.model").read_bytes() != (b / "units/src_bpe/bpe.model").read_bytes()
+    assert "units/src_bpe/bpe.model" in compare_workdirs(a, b).identical
+    c = workdir(tmp_path / "c", "abcabe")  # other training text: another model
+    assert "units/src_bpe/bpe.model" in compare_workdirs(a, c).differing
