@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    # demo only: espeak-ng IPA targets, then phoneme-CTC pre-training of the small wav2vec2
+    # demo only: espeak-ng IPA targets, then pre-training of the small wav2vec2 (phoneme CTC; optionally
+    # on a middle layer, with masked MFCC-class prediction on top: conf/ssl/demo_ssl_midlayer.yaml)
     python -m espnet2_ext.bin.ssl_model phonemes --data_dir data/train --out exp/ssl_pretrain/train.ipa
     python -m espnet2_ext.bin.ssl_model pretrain --config conf/ssl/demo_ssl.yaml \\
         --train_dir data/train --valid_dir data/dev --labels_dir exp/ssl_pretrain --out_dir exp/ssl_pretrain
@@ -116,7 +117,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output Kaldi text file (utt IPA)")
     p.add_argument("--workers", type=int, default=2, help="espeak-ng processes at once")
     p.set_defaults(func=cmd_phonemes)
-    p = sub.add_parser("pretrain", help="phoneme-CTC pre-training of the demo SSL model")
+    p = sub.add_parser("pretrain", help="pre-training of the demo SSL model (phoneme CTC, optionally + masked prediction)")
     p.add_argument("--config", type=Path, required=True, help="YAML with 'model' (Wav2Vec2Config) and 'train'")
     p.add_argument("--train_dir", type=Path, required=True)
     p.add_argument("--valid_dir", type=Path, required=True)

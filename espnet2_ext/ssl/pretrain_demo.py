@@ -1,5 +1,17 @@
 """Pre-train the demo SSL model: a small wav2vec2 (XLS-R architecture) with multilingual phoneme CTC.
 
+Two objectives (``train:`` section, :class:`TrainConfig`):
+
+- phoneme CTC from hidden state ``ctc_layer`` (default: the top one);
+- optionally (``mlm_weight > 0``), HuBERT's first-iteration objective on the TOP state: spans of
+  the transformer's input frames are replaced by a learned embedding and the top state predicts
+  the MFCC k-means class (``mlm_k`` classes, fitted on the training set) of each masked frame.
+
+CTC on a middle state with masked prediction on top (``conf/ssl/demo_ssl_midlayer.yaml``) aims at
+the layer profile reported for pre-trained wav2vec 2.0 / XLS-R: phonetic middle layers, top layers
+serving the pre-training objective. What it gave in the demo (a flat probe profile, a different
+step 2) is in README.md, "What the demo shows"; the kept checkpoint uses the top-layer CTC alone.
+
 The model is built from a ``transformers.Wav2Vec2Config`` (the YAML ``model:`` section), saved as
 a ``save_pretrained`` directory exactly like ``facebook/wav2vec2-xls-r-300m`` ships, and trained
 THROUGH :class:`espnet2_ext.ssl.upstream.SSLUpstream` (the loader every later stage uses), so the
@@ -54,6 +66,11 @@ class TrainConfig:
     grad_clip: float = 5.0
     threads: int = 2
     log_every: int = 25
+    ctc_layer: int = -1  # hidden state under the phoneme CTC head (-1 = the top one)
+    mlm_weight: float = 0.0  # weight of masked MFCC-class prediction on the top state (0 = off)
+    mlm_k: int = 100  # MFCC k-means classes (HuBERT's first iteration: 100)
+    mask_prob: float = 0.3  # span starts per frame x mask_length ~ the masked share of frames
+    mask_length: int = 10  # frames per masked span
 
 
 def init_model_dir(model_conf: dict, out_dir: Path, seed: int) -> Path:
@@ -70,18 +87,88 @@ def init_model_dir(model_conf: dict, out_dir: Path, seed: int) -> Path:
 
 
 class PhonemeCTC(nn.Module):
-    """SSL upstream (all of it trainable, conv extractor included) + a linear CTC head on its top state."""
+    """SSL upstream (all of it trainable, conv extractor included) + a linear phoneme CTC head on
+    hidden state ``ctc_layer`` and, with ``mlm_k > 0``, a masked-prediction head on the top state."""
 
-    def __init__(self, upstream: SSLUpstream, vocab_size: int, dropout: float = 0.1) -> None:
+    def __init__(self, upstream: SSLUpstream, vocab_size: int, dropout: float = 0.1, *, ctc_layer: int = -1,
+                 mlm_k: int = 0, mask_prob: float = 0.0, mask_length: int = 10) -> None:
         super().__init__()
+        if not -upstream.num_hidden_states <= ctc_layer < upstream.num_hidden_states:
+            raise ValueError(f"ctc_layer {ctc_layer} is not one of the model's {upstream.num_hidden_states} hidden states")
         self.upstream = upstream
+        self.ctc_layer = ctc_layer
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(upstream.hidden_size, vocab_size)
+        self.mlm_head = nn.Linear(upstream.hidden_size, mlm_k) if mlm_k else None
+        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.frame_mask: torch.Tensor | None = None  # (B, F) True = masked, set by the hook below
+        if self.mlm_head is not None:
+            from transformers import Wav2Vec2Model
+
+            hf = next((m for m in upstream.modules() if isinstance(m, Wav2Vec2Model)), None)
+            if hf is None:
+                raise ValueError("masked prediction needs a transformers Wav2Vec2Model upstream (hf_wav2vec2_custom)")
+            # Kept outside the upstream, so the exported checkpoint is a plain wav2vec2 one.
+            self.mask_embed = nn.Parameter(torch.empty(upstream.hidden_size).uniform_())
+            hf.feature_projection.register_forward_hook(self._mask_frames)
+
+    def _mask_frames(self, module: nn.Module, args: tuple, output: tuple[torch.Tensor, torch.Tensor]) -> tuple:
+        """Forward hook on the feature projection: replace random spans of the transformer's input."""
+        if not self.training or self.mlm_head is None:
+            self.frame_mask = None
+            return output
+        hidden = output[0]  # (B, F, D)
+        bsz, frames, _ = hidden.shape
+        starts = torch.rand(bsz, frames, device=hidden.device) < self.mask_prob / self.mask_length
+        mask = torch.zeros_like(starts)
+        for shift in range(self.mask_length):
+            mask[:, shift:] |= starts[:, : frames - shift]
+        self.frame_mask = mask
+        return (torch.where(mask[..., None], self.mask_embed.to(hidden.dtype), hidden), *output[1:])
 
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T) samples -> (B, F, V) log-probabilities and (B,) frame counts."""
+        """(B, T) samples -> (B, F, V) phoneme log-probabilities and (B,) frame counts."""
+        return self.forward_all(wavs, wav_lens)[:2]
+
+    def forward_all(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Like :meth:`forward`, plus the (B, F, mlm_k) masked-prediction logits of the top state (or None)."""
         states, lens = self.upstream(wavs, wav_lens)
-        return self.head(self.dropout(states[-1])).log_softmax(-1), lens
+        logp = self.head(self.dropout(states[self.ctc_layer])).log_softmax(-1)
+        mlm = self.mlm_head(self.dropout(states[-1])) if self.mlm_head is not None else None
+        return logp, lens, mlm
+
+
+def mfcc_classes(wavs: list[np.ndarray], k: int, seed: int) -> list[np.ndarray]:
+    """HuBERT's first-iteration targets: the MFCC k-means class (``k`` classes) of every 20 ms frame.
+
+    Returns:
+        One (mfcc_num_frames(T),) int64 array per waveform.
+    """
+    from espnet2_ext.tokenizer.features import mfcc_features
+    from espnet2_ext.tokenizer.kmeans import fit_kmeans
+
+    feats = [mfcc_features(w) for w in tqdm(wavs, desc="MFCC targets", mininterval=10)]
+    stacked = np.concatenate(feats)
+    mean, std = stacked.mean(0), stacked.std(0) + 1e-5
+    centroids = fit_kmeans((stacked - mean) / std, k, seed=seed)
+    out = []
+    for f in feats:
+        z = (f - mean) / std
+        out.append(((z[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1).astype(np.int64))
+    return out
+
+
+def _mlm_loss(logits: torch.Tensor, mask: torch.Tensor, classes: list[np.ndarray], idx: list[int],
+              frames: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the masked, non-padded frames. logits: (B, F, K); mask: (B, F)."""
+    target = torch.full(mask.shape, -100, dtype=torch.long)
+    for row, i in enumerate(idx):
+        n = min(int(frames[row]), len(classes[i]), mask.shape[1])
+        target[row, :n] = torch.from_numpy(classes[i][:n])
+    target[~mask] = -100
+    if not (target >= 0).any():
+        return logits.sum() * 0.0
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
 
 
 def load_set(data_dir: Path, labels: dict[str, str], vocab: dict[str, int]) -> tuple[list[np.ndarray], list[list[int]], list[str]]:
@@ -182,7 +269,10 @@ def pretrain(
 
     upstream = SSLUpstream(UpstreamSpec("hf_wav2vec2_custom", path=str(init_dir)), frozen=False)
     upstream.upstream.requires_grad_(True)  # pre-training: the conv feature extractor learns too
-    model = PhonemeCTC(upstream, len(vocab) + 1)
+    model = PhonemeCTC(upstream, len(vocab) + 1, ctc_layer=train_conf.ctc_layer,
+                       mlm_k=train_conf.mlm_k if train_conf.mlm_weight > 0 else 0,
+                       mask_prob=train_conf.mask_prob, mask_length=train_conf.mask_length)
+    classes = mfcc_classes(train_wavs, train_conf.mlm_k, train_conf.seed) if train_conf.mlm_weight > 0 else []
     opt = torch.optim.AdamW(model.parameters(), lr=train_conf.lr, weight_decay=train_conf.weight_decay)
     batch_samples = int(train_conf.batch_seconds * 16000)
     steps_per_epoch = len(length_batches([len(w) for w in train_wavs], batch_samples, random.Random(0)))
@@ -210,11 +300,15 @@ def pretrain(
     model.train()
     for epoch in range(epoch0 + 1, train_conf.epochs + 1):
         batches = length_batches([len(w) for w in train_wavs], batch_samples, random.Random(train_conf.seed + epoch))
-        losses = []
+        losses, mlm_losses = [], []
         for step, idx in enumerate(tqdm(batches, desc=f"epoch {epoch}", mininterval=10), 1):
             x, lens, ys, ylens = _collate(train_wavs, train_targets, idx)
-            logp, frames = model(x, lens)
+            logp, frames, mlm = model.forward_all(x, lens)
             loss = ctc(logp.transpose(0, 1), ys, frames, ylens)
+            if mlm is not None:
+                mlm_loss = _mlm_loss(mlm, model.frame_mask, classes, idx, frames)
+                mlm_losses.append(mlm_loss.item())
+                loss = loss + train_conf.mlm_weight * mlm_loss
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), train_conf.grad_clip)
@@ -228,6 +322,8 @@ def pretrain(
         log["seconds"] = time.monotonic() - start
         log["epochs"].append({"epoch": epoch, "train_loss": float(np.mean(losses)), "dev_per": per,
                               "minutes": log["seconds"] / 60})
+        if mlm_losses:
+            log["epochs"][-1]["train_mlm_loss"] = float(np.mean(mlm_losses))
         logger.info("epoch %d: train loss %.3f, dev PER %.3f, %.1f min", epoch, np.mean(losses), per, log["seconds"] / 60)
         with atomic_open(ckpt_path, "wb") as f:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
