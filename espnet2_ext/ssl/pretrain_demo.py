@@ -114,7 +114,7 @@ class PhonemeCTC(nn.Module):
 
     def _mask_frames(self, module: nn.Module, args: tuple, output: tuple[torch.Tensor, torch.Tensor]) -> tuple:
         """Forward hook on the feature projection: replace random spans of the transformer's input."""
-        if not self.training or self.mlm_head is None:
+        if not self.training:
             self.frame_mask = None
             return output
         hidden = output[0]  # (B, F, D)
@@ -145,17 +145,13 @@ def mfcc_classes(wavs: list[np.ndarray], k: int, seed: int) -> list[np.ndarray]:
         One (mfcc_num_frames(T),) int64 array per waveform.
     """
     from espnet2_ext.tokenizer.features import mfcc_features
-    from espnet2_ext.tokenizer.kmeans import fit_kmeans
+    from espnet2_ext.tokenizer.kmeans import assign, fit_kmeans
 
     feats = [mfcc_features(w) for w in tqdm(wavs, desc="MFCC targets", mininterval=10)]
     stacked = np.concatenate(feats)
-    mean, std = stacked.mean(0), stacked.std(0) + 1e-5
-    centroids = fit_kmeans((stacked - mean) / std, k, seed=seed)
-    out = []
-    for f in feats:
-        z = (f - mean) / std
-        out.append(((z[:, None, :] - centroids[None]) ** 2).sum(-1).argmin(1).astype(np.int64))
-    return out
+    stacked = (stacked - stacked.mean(0)) / (stacked.std(0) + 1e-5)  # per-dimension standardised
+    classes = assign(stacked, fit_kmeans(stacked, k, seed=seed))
+    return np.split(classes, np.cumsum([len(f) for f in feats])[:-1])
 
 
 def _mlm_loss(logits: torch.Tensor, mask: torch.Tensor, classes: list[np.ndarray], idx: list[int],
