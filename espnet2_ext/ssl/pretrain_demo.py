@@ -265,10 +265,10 @@ def pretrain(
 
     upstream = SSLUpstream(UpstreamSpec("hf_wav2vec2_custom", path=str(init_dir)), frozen=False)
     upstream.upstream.requires_grad_(True)  # pre-training: the conv feature extractor learns too
-    model = PhonemeCTC(upstream, len(vocab) + 1, ctc_layer=train_conf.ctc_layer,
-                       mlm_k=train_conf.mlm_k if train_conf.mlm_weight > 0 else 0,
+    mlm_k = train_conf.mlm_k if train_conf.mlm_weight > 0 else 0  # 0: no masked-prediction head
+    model = PhonemeCTC(upstream, len(vocab) + 1, ctc_layer=train_conf.ctc_layer, mlm_k=mlm_k,
                        mask_prob=train_conf.mask_prob, mask_length=train_conf.mask_length)
-    classes = mfcc_classes(train_wavs, train_conf.mlm_k, train_conf.seed) if train_conf.mlm_weight > 0 else []
+    classes = mfcc_classes(train_wavs, mlm_k, train_conf.seed) if mlm_k else []
     opt = torch.optim.AdamW(model.parameters(), lr=train_conf.lr, weight_decay=train_conf.weight_decay)
     batch_samples = int(train_conf.batch_seconds * 16000)
     steps_per_epoch = len(length_batches([len(w) for w in train_wavs], batch_samples, random.Random(0)))

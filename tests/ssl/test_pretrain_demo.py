@@ -74,7 +74,7 @@ def test_pretraining_resumes_and_exports_a_loadable_upstream(repo_root: Path, tm
 
 
 def test_masked_prediction_trains_the_top_state_and_exports_a_plain_wav2vec2(repo_root: Path, tmp_path: Path) -> None:
-    """CTC on a middle state + masked MFCC-class prediction on top (the kept demo model's recipe)."""
+    """CTC on a middle state + masked MFCC-class prediction on top (conf/ssl/demo_ssl_midlayer.yaml's recipe)."""
     import torch
     from safetensors.torch import load_file
 
