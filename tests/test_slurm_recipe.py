@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,25 @@ def test_stage2_under_slurm_gives_the_local_outputs(tiny_recipe_workdir: Path, s
             assert "# Ended (code 0)" in (tmp_path / f"log/data/measure_{name}.{j}.log").read_text()
 
 
+@dataclass(frozen=True)
+class Stages4To11:
+    """Stages 4-11 run from the same stages-1-3 outputs with both backends."""
+
+    local: SharedRun  # the shared local run (its lock keeps the end-to-end tests off it while comparing)
+    slurm: Path  # the SLURM run's workdir
+    slurm_stderr: str  # the SLURM run's run.sh stderr
+
+
 @pytest.fixture(scope="module")
 def stages_4_11(tiny_recipe_workdir: Path, slurm_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
-                request: pytest.FixtureRequest) -> dict[str, tuple[Path, str]]:
-    """Backend name -> (workdir, run.sh's stderr) of stages 4-11 run from the same stages-1-3 outputs.
+                request: pytest.FixtureRequest) -> Stages4To11:
+    """The SLURM run of stages 4-11 and the local one it is compared with.
 
     The local run is the shared ``tiny_recipe_stages_4_13`` (tests/conftest.py; the end-to-end tests'
     run, which went on to stages 12-13). It is asked for after the SLURM run, so that another worker
-    can run it meanwhile.
+    can run it meanwhile. No test of this module may take it as an argument: pytest sets up
+    session-scoped fixtures before module-scoped ones, so this worker would wait for the whole local
+    run before starting its own (it did: 6 of the SLURM test's 13 minutes of setup).
     """
     wd = tmp_path_factory.mktemp("stages_4_11_slurm")
     shutil.copytree(tiny_recipe_workdir / "data", wd / "data", ignore=shutil.ignore_patterns("token_list"))
@@ -70,8 +82,7 @@ def stages_4_11(tiny_recipe_workdir: Path, slurm_env: dict[str, str], tmp_path_f
     r = run_recipe(["--workdir", str(wd), "--stage", "4", "--stop_stage", "11", "--cmd_backend", "slurm",
                     *STAGES_4_13_OPTS], slurm_env)
     assert r.returncode == 0, f"slurm: {r.stderr[-4000:]}"
-    local: SharedRun = request.getfixturevalue("tiny_recipe_stages_4_13")
-    return {"local": (local.workdir, local.stderr), "slurm": (wd, r.stderr)}
+    return Stages4To11(request.getfixturevalue("tiny_recipe_stages_4_13"), wd, r.stderr)
 
 
 # outputs of every sharded stage (4: check decode, 6: step-1 decode, 7: features -> k-means, 8: units,
@@ -114,14 +125,14 @@ EXPLAINED = {
 }
 
 
-def test_stages_4_to_11_under_slurm_give_the_local_outputs(stages_4_11: dict[str, tuple[Path, str]],
-                                                           tiny_recipe_stages_4_13: SharedRun) -> None:
-    (local, local_log), (slurm, slurm_log) = stages_4_11["local"], stages_4_11["slurm"]
+def test_stages_4_to_11_under_slurm_give_the_local_outputs(stages_4_11: Stages4To11) -> None:
+    local, local_log = stages_4_11.local.workdir, stages_4_11.local.stderr
+    slurm, slurm_log = stages_4_11.slurm, stages_4_11.slurm_stderr
     assert "submitted SLURM array job" not in local_log
     # every ${cmd} call was an sbatch array: the sharded ones with one task per shard (nj 2)
     assert slurm_log.count("submitted SLURM array job") >= 20 and "--array=1-2" in slurm_log
     assert "# Ended (code 0)" in (slurm / "log/step2/twostep/decode.2.log").read_text()
-    with tiny_recipe_stages_4_13.lock:  # the end-to-end tests neither hide nor rerun it meanwhile
+    with stages_4_11.local.lock:  # the end-to-end tests neither hide nor rerun it meanwhile
         diff = compare_workdirs(local, slurm, skip=(*DEFAULT_SKIP, *LATER_STAGES))
         assert not diff.only_in_a and not diff.only_in_b, (diff.only_in_a, diff.only_in_b)
         assert set(diff.differing) <= set(EXPLAINED), diff.differing
@@ -181,11 +192,11 @@ GPU_CASES = {
 
 
 @pytest.mark.parametrize("case", list(GPU_CASES))
-def test_gpu_jobs_ask_sbatch_for_what_fits(case: str, stages_4_11: dict[str, tuple[Path, str]],
+def test_gpu_jobs_ask_sbatch_for_what_fits(case: str, stages_4_11: Stages4To11,
                                            slurm_env: dict[str, str], tmp_path: Path) -> None:
     stage, remove, opts, spec_name, gpus, tail, launched = GPU_CASES[case]
     wd = tmp_path / "wd"
-    shutil.copytree(stages_4_11["slurm"][0], wd, symlinks=True)
+    shutil.copytree(stages_4_11.slurm, wd, symlinks=True)
     for rel in remove:
         p = wd / rel
         shutil.rmtree(p) if p.is_dir() else p.unlink()
