@@ -31,6 +31,7 @@ max_train_seconds=20    # training utterances longer than this are dropped (test
 fs=16000                # audio sample rate (Hz)
 train_set=train
 valid_set=dev
+valid_max_utts=0        # the trainings of steps 0-2 validate on this many valid_set utterances, spread evenly (0 = all)
 test_sets="test_1h dev_clean dev_other test_clean test_other"
 ssl_upstream=xls_r_300m # s3prl upstream name (xls_r_300m, wavlm_large, hf_wav2vec2_custom, hubert_local, ...)
 ssl_path=               # local SSL checkpoint (file or directory); empty for s3prl hub names
@@ -65,7 +66,7 @@ pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack
 
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
-    train_set valid_set test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
+    train_set valid_set valid_max_utts test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
     ngpu train_threads max_train_jobs gpu_inference step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
@@ -161,6 +162,7 @@ last_stage=${#stage_table[@]}
 [[ $max_train_jobs =~ ^[1-9][0-9]*$ ]] || die "--max_train_jobs must be a positive integer (got '$max_train_jobs')"
 [[ $gpu_inference == true || $gpu_inference == false ]] || die "--gpu_inference must be true or false (got '$gpu_inference')"
 [[ $step2_seeds =~ ^[[:space:]0-9]*$ ]] || die "--step2_seeds must be space-separated non-negative integers (got '$step2_seeds')"
+[[ $valid_max_utts =~ ^[0-9]+$ ]] || die "--valid_max_utts must be a non-negative integer (got '$valid_max_utts')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
 case $mlsuperb_setup in 1h|10min) ;; *) die "--mlsuperb_setup must be 1h or 10min (got '$mlsuperb_setup')" ;; esac
 # ESPnet's data options are "path,name,type" and Kaldi lists split on whitespace: outputs cannot live there
@@ -313,15 +315,22 @@ char_asr_shapes() {  # char_asr_shapes CONFIG STATS_DIR LOGNAME: shapes for ESPn
     # training set for feature statistics no config here reads (normalize: null or utterance_mvn).
     local stats=$2
     if [ ! -f "$stats/.done" ]; then
+        valid_keys "$data/$valid_set/wav.scp" "$stats/valid_keys"
         ${train_cmd} "$logdir/$3/stats.log" python -m espnet2_ext.bin.asr_train --collect_stats true \
             --config "$1" --input_size 1 --ngpu 0 "${char_data_opts[@]}" \
-            --train_shape_file "$data/$train_set/wav.scp" --valid_shape_file "$data/$valid_set/wav.scp" \
+            --train_shape_file "$data/$train_set/wav.scp" --valid_shape_file "$stats/valid_keys" \
             --output_dir "$stats"
         touch "$stats/.done"
     fi
     char_shape_opts=(--train_shape_file "$stats/train/speech_shape" --train_shape_file "$stats/train/text_shape"
         --valid_shape_file "$stats/valid/speech_shape" --valid_shape_file "$stats/valid/text_shape"
         --fold_length 80000 --fold_length 150)
+}
+
+valid_keys() {  # valid_keys TABLE OUT: TABLE's lines of the valid_max_utts utterances the trainings validate on
+    # ESPnet's collect_stats reads the keys of its --valid_shape_file only, and the shapes it writes
+    # are the validation set of the training: validating on fewer utterances needs no other data.
+    python -m espnet2_ext.bin.prepare_data --log_level WARNING subset --table "$1" --max_utts "$valid_max_utts" --out "$2"
 }
 
 upstream_spec() {  # upstream_spec UPSTREAM_JSON: its {"name","path","cache_dir"} as JSON (JSON is YAML: paths stay strings)
@@ -362,32 +371,22 @@ train_models() {  # train_models WHAT PREFIX PREPARE FIT NAME...: train exp/PREF
     parallel_trainings "$fit" "${todo[@]}"
 }
 
-parallel_trainings() {  # parallel_trainings FUNC NAME...: FUNC NAME for every NAME, max_train_jobs at once
-    # The models of stages 5 and 9 are independent: train up to max_train_jobs of them at once, each
-    # FUNC call in a background subshell (as Kaldi recipes background their decoding loops). On the
-    # local backend they share the train_threads cores (one thread each when they are more than the
-    # cores; on 2 CPU cores two 1-thread trainings did 1.4x the updates of one 2-thread training);
-    # on slurm every job gets its own train_threads. Waits for all, then fails naming the failed ones.
-    local func=$1
-    shift
-    local at_once=$(( $# < max_train_jobs ? $# : max_train_jobs ))
-    if (( at_once <= 1 )); then
+in_parallel() {  # in_parallel WHAT N FUNC NAME...: FUNC NAME for every NAME, N at once; fails naming the failed ones
+    # Each FUNC call runs in a background subshell (as Kaldi recipes background their decoding
+    # loops): it reads the caller's variables and cannot set them. Waits for all before failing.
+    local what=$1 n=$2 func=$3
+    shift 3
+    if (( n <= 1 || $# <= 1 )); then
         local name
         for name in "$@"; do "$func" "$name"; done
         return 0
     fi
-    train_job_threads=$train_threads
-    if [ "$cmd_backend" = local ]; then
-        train_job_threads=$(( train_threads / at_once ))
-        (( train_job_threads >= 1 )) || train_job_threads=1
-    fi
     local status_dir
     mkdir -p "$logdir"
     status_dir=$(mktemp -d "$logdir/.parallel.XXXXXX")
-    log "training $* ($at_once at once, $train_job_threads CPU thread(s) each)"
     local name
     for name in "$@"; do
-        while (( $(jobs -rp | wc -l) >= at_once )); do wait -n || true; done
+        while (( $(jobs -rp | wc -l) >= n )); do wait -n || true; done
         # the inner subshell keeps set -e; the outer records its exit status whatever it is
         ( set +e; ( set -e; "$func" "$name" ); echo $? >"$status_dir/$name" ) &
     done
@@ -397,8 +396,25 @@ parallel_trainings() {  # parallel_trainings FUNC NAME...: FUNC NAME for every N
         [ "$(cat "$status_dir/$name" 2>/dev/null)" = 0 ] || failed+=("$name")
     done
     rm -rf "$status_dir"
+    (( ${#failed[@]} == 0 )) || die "$what failed for: ${failed[*]} (see the messages above and their logs)"
+}
+
+parallel_trainings() {  # parallel_trainings FUNC NAME...: FUNC NAME for every NAME, max_train_jobs at once
+    # The models of stages 5 and 9 are independent. On the local backend the trainings running at
+    # once share the train_threads cores (one thread each when they are more than the cores; on 2
+    # CPU cores two 1-thread trainings did 1.4x the updates of one 2-thread training); on slurm
+    # every job gets its own train_threads.
+    local func=$1
+    shift
+    local at_once=$(( $# < max_train_jobs ? $# : max_train_jobs ))
+    train_job_threads=$train_threads
+    if [ "$cmd_backend" = local ] && (( at_once > 1 )); then
+        train_job_threads=$(( train_threads / at_once ))
+        (( train_job_threads >= 1 )) || train_job_threads=1
+    fi
+    (( at_once <= 1 )) || log "training $* ($at_once at once, $train_job_threads CPU thread(s) each)"
+    in_parallel training "$at_once" "$func" "$@"
     unset train_job_threads
-    (( ${#failed[@]} == 0 )) || die "training failed for: ${failed[*]} (see the messages above and their train.log)"
 }
 
 stage_finetune() {
@@ -665,16 +681,19 @@ stage_units() {
         ${infer_cmd} JOB=1:"$nj" "$logdir/units/${group// /+}/dump.JOB.log" python -m espnet2_ext.bin.units dump_units \
             "${group_opts[@]}" --data_root "$data" --sets "${sets[*]}" "${unit_opts[@]}" --shard JOB --nshard "$nj"
     done
-    for system in "${todo[@]}"; do
-        out=$workdir/dump/units/$system
-        python -m espnet2_ext.bin.units finish_sets --data_root "$data" --out_root "$out" --sets "${sets[*]}" --nshard "$nj"
-        python -m espnet2_ext.bin.units bpe --units_config "$units_config" --system "$system" --units_dir "$out" \
-            --train_set "$train_set" --sets "${sets[*]}"
-        python -m espnet2_ext.bin.units stats --units_config "$units_config" --system "$system" --units_dir "$out" \
-            --data_root "$data" --sets "${sets[*]}" --eval_sets "$test_sets" --fs "$fs"
-        touch "$out/.done"
-        log "unit system $system: units, unit strings and BPE tokens in $out; statistics in $out/stats.md"
-    done
+    # single-process CPU work per system (merge the shards, BPE, statistics): nj systems at once
+    in_parallel "finishing the units" "$nj" units_finish "${todo[@]}"
+}
+
+units_finish() {  # units_finish SYSTEM: (in stage_units, which sets sets) unit strings, source BPE, statistics
+    local system=$1 out=$workdir/dump/units/$1
+    python -m espnet2_ext.bin.units finish_sets --data_root "$data" --out_root "$out" --sets "${sets[*]}" --nshard "$nj"
+    python -m espnet2_ext.bin.units bpe --units_config "$units_config" --system "$system" --units_dir "$out" \
+        --train_set "$train_set" --sets "${sets[*]}"
+    python -m espnet2_ext.bin.units stats --units_config "$units_config" --system "$system" --units_dir "$out" \
+        --data_root "$data" --sets "${sets[*]}" --eval_sets "$test_sets" --fs "$fs"
+    touch "$out/.done"
+    log "unit system $system: units, unit strings and BPE tokens in $out; statistics in $out/stats.md"
 }
 
 step2_systems() {  # the unit systems step 2 trains on: unit_systems, or every dump/units/<system>/ of stage 8
@@ -710,14 +729,23 @@ stage_step2() {
     # registries: espnet2_ext.bin.discrete_asr_train) from dump/units/<system>/<set>/text (source,
     # with the system's BPE and BPE-dropout from the config) to data/<set>/text; exp/step2_<system>/,
     # and exp/step2_<system>.seed<S>/ for each of step2_seeds (the same training with --seed S).
-    # The runs are checked one after the other, then trained max_train_jobs at once.
+    # The systems are checked nj at once, then the runs trained max_train_jobs at once.
     [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
     local runs
     runs=$(step2_runs) || exit 1
     [ -n "$runs" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
     step2_target_opts
+    # 1. the length check and shapes of every system with a run left to train, nj systems at once
+    #    (a seed repeat trains on its system's data and shapes)
+    local run todo=()
+    for run in $runs; do
+        [ -f "$workdir/exp/step2_$run/.done" ] && continue
+        [[ " ${todo[*]} " == *" ${run%.seed*} "* ]] || todo+=("${run%.seed*}")
+    done
+    in_parallel "step-2 preparation" "$nj" step2_prepare "${todo[@]}"
+    # 2. the trainings, max_train_jobs at once
     # shellcheck disable=SC2086  # one name per line
-    train_models "step 2" step2 step2_prepare step2_fit $runs
+    train_models "step 2" step2 step2_run_dir step2_fit $runs
 }
 
 step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and data of its training
@@ -730,13 +758,10 @@ step2_data_opts() {  # step2_data_opts SYSTEM: sets step2_opts, the tokens and d
         --valid_data_path_and_name_and_type "$data/$valid_set/text,text,text")
 }
 
-step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_SYSTEM (RUN: SYSTEM or SYSTEM.seedS)
-    local run=$1 system=${1%.seed*}
-    if [ "$run" != "$system" ]; then  # a seed repeat trains on its system's data: check and shape it once
-        [ -f "$workdir/exp/step2_$system/stats/.done" ] || step2_prepare "$system"
-        mkdir -p "$workdir/exp/step2_$run"
-        return 0
-    fi
+step2_run_dir() { mkdir -p "$workdir/exp/step2_$1"; }  # step2_run_dir RUN: exp/step2_RUN
+
+step2_prepare() {  # step2_prepare SYSTEM: length check and shapes of exp/step2_SYSTEM (its seed repeats use them too)
+    local system=$1
     local exp=$workdir/exp/step2_$system units=$workdir/dump/units/$system
     [ -f "$units/.done" ] || die "$units is incomplete; run stage 8 (units) first"
     step2_data_opts "$system"
@@ -748,9 +773,10 @@ step2_prepare() {  # step2_prepare RUN: length check and shapes of exp/step2_SYS
     # 2. shapes for ESPnet's batching
     local stats=$exp/stats
     if [ ! -f "$stats/.done" ]; then
+        valid_keys "$units/$valid_set/text" "$stats/valid_keys"
         ${train_cmd} "$logdir/step2/$system/stats.log" python -m espnet2_ext.bin.discrete_asr_train \
             --collect_stats true --config "$step2_config" --ngpu 0 "${step2_opts[@]}" \
-            --train_shape_file "$units/$train_set/text" --valid_shape_file "$units/$valid_set/text" --output_dir "$stats"
+            --train_shape_file "$units/$train_set/text" --valid_shape_file "$stats/valid_keys" --output_dir "$stats"
         touch "$stats/.done"
     fi
 }

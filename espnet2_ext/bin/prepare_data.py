@@ -7,6 +7,7 @@ Subcommands (each idempotent; outputs written atomically)::
     python -m espnet2_ext.bin.prepare_data combine --out_dir data/train SRC_DIR [SRC_DIR ...]
     python -m espnet2_ext.bin.prepare_data measure --data_dir D --shard J --nshard N [--fs 16000]
     python -m espnet2_ext.bin.prepare_data finalize --data_dir D --nshard N [--max_seconds 20] [--fs 16000]
+    python -m espnet2_ext.bin.prepare_data subset --table data/dev/wav.scp --max_utts 320 --out OUT
 
 Challenge sets built from them by the recipe:
 
@@ -21,6 +22,9 @@ Challenge sets built from them by the recipe:
 of its shard and checks it; ``finalize`` merges the shards into ``utt2num_samples``, drops
 utterances longer than ``--max_seconds`` when given (train only: evaluation sets are refused),
 writes ``spk2utt`` and finally ``.done``. A dir without ``.done`` is not complete.
+``subset`` writes the lines of one per-utterance table (``wav.scp``, ``text``, a unit dump, a
+shape file) for ``--max_utts`` ids spread evenly over its sorted ids, in the table's order: the
+recipe hands such a table to ESPnet as the key list of its validation set (``valid_max_utts``).
 
 Errors in the data print one line on stderr and exit with status 1.
 """
@@ -33,10 +37,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from espnet2_ext.data.datadir import DataDir, finalize_datadir, is_complete, mark_complete, measure_shard
+from espnet2_ext.data.datadir import (
+    DataDir,
+    finalize_datadir,
+    is_complete,
+    mark_complete,
+    measure_shard,
+    select_utterances,
+)
 from espnet2_ext.data.librispeech import CHALLENGE_SETS
 from espnet2_ext.data.mlsuperb import FEW_SHOT_UTTS, RESERVED_LANGS, SETUPS
-from espnet2_ext.utils.fileio import DataError
+from espnet2_ext.utils.fileio import DataError, read_kaldi_text, write_kaldi_text
 
 logger = logging.getLogger("prepare_data")
 
@@ -89,6 +100,17 @@ def cmd_measure(args: argparse.Namespace) -> None:
 
 def cmd_finalize(args: argparse.Namespace) -> None:
     finalize_datadir(args.data_dir, args.nshard, fs=args.fs, max_seconds=args.max_seconds)
+
+
+def cmd_subset(args: argparse.Namespace) -> None:
+    table = read_kaldi_text(args.table, allow_empty_value=True)
+    if not table:
+        raise DataError(f"{args.table}: no utterances; rerun the stage that writes it")
+    # in the table's own order: ESPnet's streaming reader (collect_stats) finds the keys of its key
+    # file in the data files by reading them forward, so the two orders must agree
+    keep = set(select_utterances(list(table), args.max_utts))
+    write_kaldi_text(args.out, [(u, v) for u, v in table.items() if u in keep])
+    logger.info("%s: %d of %d utterances -> %s", args.table, len(keep), len(table), args.out)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -162,6 +184,14 @@ def get_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fs", type=int, default=16000, help="sample rate in Hz")
     p.set_defaults(func=cmd_finalize)
+
+    p = sub.add_parser(
+        "subset", help="the lines of a per-utterance table for MAX_UTTS ids spread evenly over it", formatter_class=fmt
+    )
+    p.add_argument("--table", required=True, help="a 'utt value' file (wav.scp, text, a unit dump, ...)")
+    p.add_argument("--max_utts", type=int, required=True, help="ids kept, spread over the sorted ids (0 = all)")
+    p.add_argument("--out", required=True, help="the subset table (written atomically)")
+    p.set_defaults(func=cmd_subset)
     return parser
 
 

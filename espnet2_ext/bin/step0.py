@@ -27,6 +27,7 @@ import math
 import sys
 from pathlib import Path
 
+from espnet2_ext.data.datadir import select_utterances
 from espnet2_ext.utils.fileio import DataError, atomic_write_text, read_kaldi_text, write_kaldi_text
 
 logger = logging.getLogger("step0")
@@ -37,22 +38,6 @@ BLANK_PHASE_HINT = (
     "and check that the head sees the top layer (encoder: null, frontend_conf.layer_selection: last); "
     "then remove {exp_dir} and rerun stage 4"
 )
-
-
-def select_utterances(ids: list[str], max_utts: int) -> list[str]:
-    """``max_utts`` ids spread evenly over the sorted ``ids`` (all of them when 0 or more than there are).
-
-    Kaldi data dirs are sorted by utterance id, which groups ML-SUPERB utterances by dataset and
-    language, so an even spread keeps every language in the subset.
-
-    Example:
-        >>> select_utterances(["a", "b", "c", "d", "e", "f"], 3)
-        ['a', 'c', 'e']
-    """
-    ids = sorted(ids)
-    if max_utts <= 0 or max_utts >= len(ids):
-        return ids
-    return [ids[i * len(ids) // max_utts] for i in range(max_utts)]
 
 
 def cmd_check_set(args: argparse.Namespace) -> None:

@@ -63,6 +63,22 @@ def sort_ids(ids: Iterable[str]) -> list[str]:
     return sorted(ids)
 
 
+def select_utterances(ids: list[str], max_utts: int) -> list[str]:
+    """``max_utts`` ids spread evenly over the sorted ``ids`` (all of them when 0 or more than there are).
+
+    Kaldi data dirs are sorted by utterance id, which groups ML-SUPERB utterances by dataset and
+    language, so an even spread keeps every language in the subset.
+
+    Example:
+        >>> select_utterances(["a", "b", "c", "d", "e", "f"], 3)
+        ['a', 'c', 'e']
+    """
+    ids = sort_ids(ids)
+    if max_utts <= 0 or max_utts >= len(ids):
+        return ids
+    return [ids[i * len(ids) // max_utts] for i in range(max_utts)]
+
+
 def _first(ids: Iterable[str], n: int = 3) -> str:
     ids = list(ids)
     shown = ", ".join(ids[:n])

@@ -144,6 +144,21 @@ def test_measure_reports_bad_files_by_utt_id(tmp_path, caplog):
     assert "utt2num_samples.1: not found" in caplog.text
 
 
+def test_subset_keeps_evenly_spread_lines_and_names_a_bad_line(tmp_path, caplog):
+    table = tmp_path / "text"
+    rows = {f"{lang}_{i:03d}": f"words of {lang} {i}" for lang in ("deu", "eng", "rus") for i in range(6)}
+    table.write_text("".join(f"{u} {t}\n" for u, t in reversed(rows.items())))  # unsorted on disk
+    assert _run("subset", "--table", table, "--max_utts", 6, "--out", tmp_path / "sub") == 0
+    sub = read_kaldi_text(tmp_path / "sub")
+    # spread over the sorted ids (every language), written in the table's order (ESPnet reads it forward)
+    assert list(sub.items()) == [(u, rows[u]) for u in ("rus_003", "rus_000", "eng_003", "eng_000", "deu_003", "deu_000")]
+    assert _run("subset", "--table", table, "--max_utts", 0, "--out", tmp_path / "all") == 0
+    assert list(read_kaldi_text(tmp_path / "all").items()) == list(reversed(rows.items()))
+    table.write_text("deu_000 a\ndeu_000 b\n")
+    assert _run("subset", "--table", table, "--max_utts", 1, "--out", tmp_path / "bad") == 1
+    assert f"{table}:2: duplicate id" in caplog.text and not (tmp_path / "bad").exists()
+
+
 def test_cli_error_is_one_line_without_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "espnet2_ext.bin.prepare_data", "mlsuperb", "--root", str(tmp_path / "nope"),
@@ -155,7 +170,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     assert len(lines) == 1 and "ML-SUPERB root not found" in lines[0] and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["mlsuperb", "librispeech", "combine", "measure", "finalize"])
+@pytest.mark.parametrize("command", ["mlsuperb", "librispeech", "combine", "measure", "finalize", "subset"])
 def test_help_documents_every_option(command, capsys):
     with pytest.raises(SystemExit) as e:
         get_parser().parse_args([command, "--help"])
