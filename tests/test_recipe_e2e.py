@@ -50,6 +50,10 @@ def test_every_stage_leaves_its_artefacts(workdir: Path) -> None:
         assert sorted(read_kaldi_text(workdir / stats / "valid/text_shape")) == expected, stats
     stages = [line.split("\t")[0] for line in (workdir / "log/stage_times.tsv").read_text().splitlines()]
     assert stages == [str(n) for n in range(4, 14)]
+    # every job ran under python -O (run.sh's default --typecheck false), which its log header says
+    job_logs = sorted(workdir.glob("log/**/*.log"))
+    assert len(job_logs) > 20
+    assert [p for p in job_logs if "\n# PYTHONOPTIMIZE=1: " not in p.read_text()] == []
 
 
 def test_results_md_compares_the_systems(workdir: Path) -> None:

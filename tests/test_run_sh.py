@@ -29,6 +29,7 @@ def test_help_lists_every_stage(repo_root: Path, cli_env: dict[str, str]) -> Non
         (["--stage", "99"], "unknown stage 99"),
         (["--nj", "0"], "--nj must be a positive integer"),
         (["--lid", "yes"], "--lid must be true or false"),
+        (["--typecheck", "yes"], "--typecheck must be true or false"),
         (["stage", "2"], "unexpected argument 'stage'"),
     ],
 )

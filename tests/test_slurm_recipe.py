@@ -1,7 +1,8 @@
 """The recipe under --cmd_backend slurm against a real single-node SLURM (``slurm_env``, tests/conftest.py).
 
 1. Stage 2 of the shared tiny workdir (built with the local backend) is redone in a fresh workdir under
-   SLURM, from the same corpus, with another number of shards; its data dirs must equal the local ones.
+   SLURM, from the same corpus, with another number of shards and ``--typecheck true`` (jobs without
+   python -O, which their logs must not claim); its data dirs must equal the local ones.
 2. Stages 4-11 (step-0 training and its check decode, step 1 and its decode, k-means features, unit
    dumps, step 2 and its decode, scoring) run under SLURM from the stages-1-3 outputs that the local
    run ``tiny_recipe_stages_4_13`` (tests/conftest.py, shared with the end-to-end tests) started from,
@@ -39,7 +40,7 @@ def test_stage2_under_slurm_gives_the_local_outputs(tiny_recipe_workdir: Path, s
                                                     tmp_path: Path) -> None:
     corpus = tiny_recipe_workdir / "corpus"
     r = run_recipe(["--workdir", str(tmp_path), "--stage", "2", "--stop_stage", "2", "--cmd_backend", "slurm",
-                    "--nj", "3", "--mlsuperb_root", str(corpus / "mlsuperb"),
+                    "--nj", "3", "--typecheck", "true", "--mlsuperb_root", str(corpus / "mlsuperb"),
                     "--librispeech_root", str(corpus / "LibriSpeech")], slurm_env)
     assert r.returncode == 0, r.stderr[-3000:]
     local_sets = sorted(p.parent.name for p in (tiny_recipe_workdir / "data").glob("*/.done"))
@@ -53,7 +54,9 @@ def test_stage2_under_slurm_gives_the_local_outputs(tiny_recipe_workdir: Path, s
                 f"data/{name}/{f}"
         assert (tmp_path / "data" / name / ".done").is_file()
         for j in (1, 2, 3):
-            assert "# Ended (code 0)" in (tmp_path / f"log/data/measure_{name}.{j}.log").read_text()
+            log = (tmp_path / f"log/data/measure_{name}.{j}.log").read_text()
+            assert "# Ended (code 0)" in log
+            assert "PYTHONOPTIMIZE" not in log  # --typecheck true: typeguard's checks and asserts stay on
 
 
 @dataclass(frozen=True)

@@ -257,7 +257,10 @@ def run_job(
     start = time.monotonic()
     open(job.log, "w").close()
     with open(job.log, "a", encoding="utf-8") as log:
-        log.write(f"# {' '.join(job.command)}\n# Started at {_stamp()}\n#\n")
+        log.write(f"# {' '.join(job.command)}\n# Started at {_stamp()}\n")
+        if env.get("PYTHONOPTIMIZE"):  # run.sh --typecheck false (its default)
+            log.write(f"# PYTHONOPTIMIZE={env['PYTHONOPTIMIZE']}: Python jobs run without asserts and typeguard checks\n")
+        log.write("#\n")
         log.flush()
         if on_start is None:
             rc = 130
