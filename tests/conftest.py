@@ -19,6 +19,18 @@ if str(REPO_ROOT) not in sys.path:
 from tests.recipe import STAGES_4_13_OPTS, SharedRun, run_recipe  # noqa: E402  (after the path above)
 from tests.step2_fake import STEP2_ARGS, write_fake_workdir  # noqa: E402
 
+# Test files whose setups run recipe stages for minutes, longest first (by their times in a
+# 2-core `.ci/run`). tests/run_tests.sh hands files to the xdist workers in collection order
+# (--dist loadfile --no-loadscope-reorder; xdist's default order, the files with most tests first,
+# queued the SLURM comparison, 3 tests and the longest setup, behind most others): these go first.
+SLOW_FILES = ("test_slurm_recipe.py", "test_recipe_e2e.py", "test_step0.py", "test_step2_reproducible.py",
+              "test_step2.py", "test_step1.py", "test_units_stages.py", "test_units_kill.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: files stay whole
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
