@@ -38,7 +38,7 @@ _setup_env_main() {
     export VENV_DIR
     local want
     want=$( { cat "$root/requirements.txt"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)
-    if [ -f "$VENV_DIR/.requirements.sha256" ] && [ "$(cat "$VENV_DIR/.requirements.sha256")" = "$want" ]; then
+    if _setup_env_stamped "$VENV_DIR/.requirements.sha256" "$want"; then
         _setup_env_optimized_bytecode "$want"
         return
     fi
@@ -46,9 +46,7 @@ _setup_env_main() {
     (
         # One installer at a time: run.sh and the tests may start together on a fresh machine.
         flock 9
-        if [ -f "$VENV_DIR/.requirements.sha256" ] && [ "$(cat "$VENV_DIR/.requirements.sha256")" = "$want" ]; then
-            exit 0
-        fi
+        _setup_env_stamped "$VENV_DIR/.requirements.sha256" "$want" && exit 0
         echo "setup_env: building the Python environment in $VENV_DIR (first run: a few minutes, ~7 GB)" >&2
         local start=$SECONDS
         [ -x "$VENV_DIR/bin/python" ] || "$python" -m venv "$VENV_DIR" || exit 1
@@ -70,15 +68,18 @@ _setup_env_main() {
 # ESPnet's MT task, measured). So they are compiled once here (~20 s on 2 cores), and a stamp says so.
 _setup_env_optimized_bytecode() {
     local want=$1 stamp=$VENV_DIR/.opt1_pyc.sha256
-    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+    _setup_env_stamped "$stamp" "$want" && return 0
     (
         flock 9
-        [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && exit 0
+        _setup_env_stamped "$stamp" "$want" && exit 0
         echo "setup_env: compiling the environment's optimized bytecode (python -O, once)" >&2
         # a failed file (packages ship the odd Python-2 test file) only costs its own compile per job
         "$VENV_DIR/bin/python" -O -m compileall -q -j 0 "$("$VENV_DIR/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
             >/dev/null 2>&1 || echo "setup_env: some files did not compile (python -O); carrying on" >&2
         echo "$want" > "$stamp.tmp" && mv "$stamp.tmp" "$stamp"
     ) 9>"$VENV_DIR.lock"
+}
+_setup_env_stamped() {  # _setup_env_stamped STAMP HASH: STAMP exists and holds HASH
+    [ -f "$1" ] && [ "$(cat "$1")" = "$2" ]
 }
 _setup_env_main
