@@ -43,6 +43,8 @@ train_threads=2         # CPU threads of a training job (local backend: shared b
 max_train_jobs=1        # stages 5 and 9 train up to this many models at once (one per step-1 upstream / unit system)
 gpu_inference=false     # decoding (stages 4, 6, 10) and SSL feature/unit dumping (7, 8) on one GPU per job
 typecheck=false         # true: Python jobs keep ESPnet's run-time type checks (typeguard) and asserts; false: python -O
+parallel_chains=false   # stages 4-10 as two chains at once: step0 (step 0 and what reads its model) and ssl (the rest)
+chain=                  # stages 4-10 of one chain only: ssl | step0 (empty: both; parallel_chains sets it for its runs)
 step0_config=           # step 0 (CTC fine-tuning of the SSL model): ESPnet config, conf/step0/*.yaml; empty = off
 step0_tag=              # name of the step-0 run (default: the config's file name without .yaml)
 step0_model=valid.loss.ave.pth  # step-0 checkpoint that is checked and exported (ESPnet's n-best average)
@@ -68,7 +70,7 @@ pack_copy_ssl=true      # copy the SSL checkpoint into the pack (false: the pack
 option_names=(stage stop_stage config workdir nj max_jobs_run cmd_backend slurm_config corpus_config corpus_seed
     mlsuperb_root librispeech_root mlsuperb_setup lid reserved_langs max_train_seconds fs
     train_set valid_set valid_max_utts test_sets ssl_upstream ssl_path ssl_cache_dir ssl_pretrain_config ssl_retrain
-    ngpu train_threads max_train_jobs gpu_inference typecheck step0_config step0_tag step0_model step0_check_utts step0_max_cer
+    ngpu train_threads max_train_jobs gpu_inference typecheck parallel_chains chain step0_config step0_tag step0_model step0_check_utts step0_max_cer
     step1_upstreams step1_config step1_model step1_decode_config step1_max_ctc_infeasible
     units_config unit_systems
     step2_config step2_token_type step2_nbpe step2_max_ctc_infeasible step2_model step2_decode_config step2_seeds
@@ -163,6 +165,8 @@ last_stage=${#stage_table[@]}
 [[ $max_train_jobs =~ ^[1-9][0-9]*$ ]] || die "--max_train_jobs must be a positive integer (got '$max_train_jobs')"
 [[ $gpu_inference == true || $gpu_inference == false ]] || die "--gpu_inference must be true or false (got '$gpu_inference')"
 [[ $typecheck == true || $typecheck == false ]] || die "--typecheck must be true or false (got '$typecheck')"
+[[ $parallel_chains == true || $parallel_chains == false ]] || die "--parallel_chains must be true or false (got '$parallel_chains')"
+case $chain in ''|ssl|step0) ;; *) die "--chain must be ssl, step0 or empty for both (got '$chain')" ;; esac
 [[ $step2_seeds =~ ^[[:space:]0-9]*$ ]] || die "--step2_seeds must be space-separated non-negative integers (got '$step2_seeds')"
 [[ $valid_max_utts =~ ^[0-9]+$ ]] || die "--valid_max_utts must be a non-negative integer (got '$valid_max_utts')"
 [[ $step0_check_utts =~ ^[0-9]+$ ]] || die "--step0_check_utts must be a non-negative integer (got '$step0_check_utts')"
@@ -209,9 +213,67 @@ run_stage() {  # run_stage N: run stage N if it is in [stage, stop_stage], timin
     local start=$SECONDS
     "stage_$name"
     log "stage $n ($name): done in $((SECONDS - start)) s"
-    # wall time per stage, for RESULTS.md (the last line of a stage is its latest run)
+    stage_time "$n" "$name" "$start" "$chain"
+}
+
+stage_time() {  # stage_time N NAME START [CHAIN]: a row of log/stage_times.tsv, for RESULTS.md
+    # (the last row of a stage is its latest run; CHAIN: the row of a stage run inside that chain)
     mkdir -p "$logdir"
-    printf '%s\t%s\t%s\t%s\n' "$n" "$name" "$((SECONDS - start))" "$(date '+%Y-%m-%dT%H:%M:%S')" >>"$logdir/stage_times.tsv"
+    printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$((SECONDS - $3))" "$(date '+%Y-%m-%dT%H:%M:%S')" "${4:-}" \
+        >>"$logdir/stage_times.tsv"
+}
+
+# ---- stages 4-10 as two chains (--parallel_chains, --chain) ----
+# Everything on the pre-trained SSL model (step 1 on it, the unit systems that read neither the
+# step-0 model nor weights learned on it, MFCC units, their step 2 and decoding) needs nothing of
+# step 0: chain "ssl" runs it while chain "step0" runs step 0 and everything after it. Both are
+# this script with --chain: the same stages, on their share of the upstreams, systems and runs.
+kill_tree() {  # kill_tree PID: SIGTERM to PID and all its descendants, children first
+    local c
+    for c in $(ps -o pid= --ppid "$1" 2>/dev/null); do kill_tree "$c"; done
+    kill -TERM "$1" 2>/dev/null || true
+}
+
+in_chain() {  # in_chain X: whether work of chain X (ssl | step0) runs in this invocation
+    [ -z "$chain" ] || [ "$chain" = "$1" ]
+}
+
+chain_upstreams() {  # the step1_upstreams of this invocation's chain, space-separated
+    local x out=()
+    for x in $step1_upstreams; do in_chain "$x" && out+=("$x"); done
+    echo "${out[*]}"
+}
+
+run_chains() {  # run_chains FIRST LAST: stages FIRST..LAST (within 4-10) as chains ssl and step0, at once
+    # Each chain is this script with --chain X and the same options, logged to log/chain_X.log and
+    # echoed here with an [X] prefix; a failed chain is named after the other one finished. On the
+    # local backend a chain's training jobs get half of train_threads (1-thread trainings make more
+    # updates per core: one 2-thread step-0 training did 1.18x the updates of one thread), and chain
+    # ssl runs at lower CPU priority (nice 10): chain step0 holds the longest path through the
+    # stages (step 0, then step 1 on its model, ...), and chain ssl fills the cores it leaves idle.
+    local first=$1 last=$2 start=$SECONDS x args=() name p
+    for name in "${!cli[@]}"; do args+=("--$name" "${cli[$name]}"); done
+    args+=(--config "$config" --stage "$first" --stop_stage "$last" --parallel_chains false)
+    if [ "$cmd_backend" = local ]; then args+=(--train_threads $(( train_threads > 1 ? train_threads / 2 : 1 ))); fi
+    log "stages $first-$last as two chains at once: step0 (step 0 and what reads its model) and ssl" \
+        "(the rest); logs: $logdir/chain_step0.log, $logdir/chain_ssl.log"
+    mkdir -p "$logdir"
+    local -A pids=()
+    for x in step0 ssl; do
+        local prio=()
+        [ "$cmd_backend" = local ] && [ "$x" = ssl ] && prio=(nice -n 10)
+        ( set -o pipefail; "${prio[@]}" "$MAIN_ROOT/run.sh" "${args[@]}" --chain "$x" 2>&1 \
+            | tee "$logdir/chain_$x.log" | sed -u "s/^/[$x] /" >&2 ) &
+        pids[$x]=$!
+    done
+    # Jobs started in the background ignore SIGINT in a script: an interrupted run stops the chains itself.
+    trap 'trap - INT TERM; for p in "${pids[@]}"; do kill_tree "$p"; done; die "interrupted: stopped both chains"' INT TERM
+    local failed=()
+    for x in step0 ssl; do wait "${pids[$x]}" || failed+=("$x (log: $logdir/chain_$x.log)"); done
+    trap - INT TERM
+    (( ${#failed[@]} == 0 )) || die "stages $first-$last: chain ${failed[*]} failed"
+    log "stages $first-$last: both chains done in $((SECONDS - start)) s"
+    stage_time "$first-$last" chains "$start"
 }
 
 stage_corpus() {
@@ -288,8 +350,23 @@ stage_ssl() {
     python -m espnet2_ext.bin.ssl_model check --name "$ssl_upstream" "${opts[@]}" --out "$workdir/exp/ssl/upstream.json"
 }
 
+with_lock() {  # with_lock FILE COMMAND...: COMMAND (a function too) while holding an exclusive flock on FILE
+    # The two chains (--parallel_chains) share a few outputs (the character token list, step 1's
+    # shapes, step 2's target BPE): the first to need one makes it while the other waits, then finds it.
+    local fd
+    mkdir -p "$(dirname "$1")"
+    exec {fd}>>"$1"
+    flock "$fd"
+    "${@:2}"
+    exec {fd}>&-
+}
+
 # ---- helpers shared by the ESPnet ASR runs of stage 4 (step 0) and stage 5 (step 1) ----
 char_token_list() {  # char_token_list LOGNAME: sets char_token_opts (--token_type char, the token list, nlsyms)
+    with_lock "$data/token_list/char.lock" make_char_token_list "$@"
+}
+
+make_char_token_list() {  # make_char_token_list LOGNAME: char_token_list's work (holding its lock)
     # Character token list in ESPnet's format (espnet2.bin.tokenize_text, as asr.sh makes it), made
     # once by the first stage that needs it: <blank>, <unk>, the characters by frequency with
     # <space> for spaces, <sos/eos> last.
@@ -321,6 +398,10 @@ char_asr_data() {  # char_asr_data LOGNAME: sets char_data_opts (token list + tr
 }
 
 char_asr_shapes() {  # char_asr_shapes CONFIG STATS_DIR LOGNAME: shapes for ESPnet's batching; sets char_shape_opts
+    with_lock "$2.lock" make_char_asr_shapes "$@"
+}
+
+make_char_asr_shapes() {  # make_char_asr_shapes CONFIG STATS_DIR LOGNAME: char_asr_shapes' work (holding its lock)
     # --input_size 1 builds the model without its frontend, so the SSL model is not run over the
     # training set for feature statistics no config here reads (normalize: null or utterance_mvn).
     local stats=$2
@@ -360,7 +441,8 @@ train_job() {  # train_job LOG COMMAND...: one ESPnet training run on --ngpu GPU
     elif (( ngpu == 1 )); then
         ${cuda_cmd} --gpu 1 --num_threads "$threads" "$log" "$@" --ngpu 1
     else
-        ${train_cmd} --num_threads "$threads" "$log" "$@" --ngpu 0 --use_amp false  # no mixed precision on CPU
+        # ESPnet's --use_amp is CUDA's; on CPU a config's cpu_amp_dtype (espnet2_ext/tasks/cpu_amp.py) does it
+        ${train_cmd} --num_threads "$threads" "$log" "$@" --ngpu 0 --use_amp false
     fi
 }
 
@@ -433,6 +515,7 @@ stage_finetune() {
     # export the fine-tuned upstream. Writes exp/step0/upstream.json (same schema as
     # exp/ssl/upstream.json), which later stages read the SSL model from.
     local exp=$workdir/exp/step0 ssl_json=$workdir/exp/ssl/upstream.json
+    in_chain step0 || { log "step 0 is in chain step0, not $chain"; return 0; }
     [ -f "$ssl_json" ] || die "$ssl_json not found; run stage 3 (ssl) first"
     if [ -f "$exp/.done" ]; then
         log "step 0 already done: $exp/upstream.json (remove $exp to redo it)"
@@ -525,12 +608,14 @@ stage_step1() {
     # one after the other, then trained max_train_jobs at once.
     if [ -z "${step1_upstreams// /}" ]; then log "step 1 is off (--step1_upstreams is empty)"; return 0; fi
     [ -f "$step1_config" ] || die "--step1_config $step1_config not found"
-    local x
+    local x upstreams
     for x in $step1_upstreams; do
         case $x in step0 | ssl) ;; *) die "--step1_upstreams: unknown upstream source '$x' (step0 or ssl)" ;; esac
     done
+    upstreams=$(chain_upstreams)
+    [ -n "$upstreams" ] || { log "step 1: none of --step1_upstreams '$step1_upstreams' is in chain $chain"; return 0; }
     # shellcheck disable=SC2086  # space-separated names
-    train_models "step 1 on" step1 step1_prepare step1_fit $step1_upstreams
+    train_models "step 1 on" step1 step1_prepare step1_fit $upstreams
 }
 
 step1_prepare() {  # step1_prepare X: check the data of exp/step1_X against the SSL model of exp/X/upstream.json
@@ -571,7 +656,7 @@ stage_weights() {
     if [ -z "${step1_upstreams// /}" ]; then log "step 1 is off (--step1_upstreams is empty)"; return 0; fi
     [ -f "$step1_decode_config" ] || die "--step1_decode_config $step1_decode_config not found"
     local x
-    for x in $step1_upstreams; do step1_weights_and_decode "$x"; done
+    for x in $(chain_upstreams); do step1_weights_and_decode "$x"; done
 }
 
 step1_weights_and_decode() {  # step1_weights_and_decode X
@@ -611,8 +696,8 @@ step1_weights_and_decode() {  # step1_weights_and_decode X
     touch "$exp/.weights.done"
 }
 
-unit_system_names() {  # the systems of units_config selected by unit_systems, one per line
-    python -m espnet2_ext.bin.units list --units_config "$units_config" --systems "$unit_systems"
+unit_system_names() {  # the systems of units_config selected by unit_systems (and in chain), one per line
+    python -m espnet2_ext.bin.units list --units_config "$units_config" --systems "$unit_systems" --chain "$chain"
 }
 
 unit_device_opts() {  # sets unit_opts: SSL forwards of the feature and unit dumps (${infer_cmd} jobs)
@@ -708,6 +793,7 @@ units_finish() {  # units_finish SYSTEM: (in stage_units, which sets sets) unit 
 
 step2_systems() {  # the unit systems step 2 trains on: unit_systems, or every dump/units/<system>/ of stage 8
     if [ -f "$units_config" ]; then unit_system_names; return; fi
+    in_chain step0 || return 0  # no units config to tell the chains apart: chain step0 trains them all
     local dir
     for dir in "$workdir"/dump/units/*/; do [ -f "$dir/.done" ] && basename "$dir"; done
     return 0
@@ -718,11 +804,15 @@ step2_target_opts() {  # sets step2_tgt_opts: the target token type and list (ch
         char) char_token_list step2; step2_tgt_opts=("${char_token_opts[@]}") ;;
         bpe)
             local dir=$data/token_list/tgt_bpe$step2_nbpe
-            [ -f "$dir/tokens.txt" ] || python -m espnet2_ext.bin.step2 tgt_bpe --text "$data/$train_set/text" \
-                --vocab_size "$step2_nbpe" --out_dir "$dir"
+            [ -f "$dir/tokens.txt" ] || with_lock "$dir.lock" make_tgt_bpe "$dir"
             step2_tgt_opts=(--token_type bpe --bpemodel "$dir/bpe.model" --token_list "$dir/tokens.txt") ;;
         *) die "--step2_token_type must be char or bpe (got '$step2_token_type')" ;;
     esac
+}
+
+make_tgt_bpe() {  # make_tgt_bpe DIR: step 2's target BPE in DIR unless there (step2_target_opts holds its lock)
+    [ -f "$1/tokens.txt" ] || python -m espnet2_ext.bin.step2 tgt_bpe --text "$data/$train_set/text" \
+        --vocab_size "$step2_nbpe" --out_dir "$1"
 }
 
 step2_runs() {  # the step-2 runs, one per line: every system, then <system>.seed<S> for each of step2_seeds
@@ -879,8 +969,14 @@ stage_pack() {
     done
 }
 
-log "workdir=$workdir config=$config stages $stage..$stop_stage backend=$cmd_backend"
+log "workdir=$workdir config=$config stages $stage..$stop_stage backend=$cmd_backend${chain:+ chain=$chain}"
 for ((n = stage; n <= stop_stage && n <= last_stage; n++)); do
+    if [ "$parallel_chains" = true ] && [ -z "$chain" ] && (( n >= 4 && n <= 10 )); then
+        last=$(( stop_stage < 10 ? stop_stage : 10 ))
+        run_chains "$n" "$last"
+        n=$last
+        continue
+    fi
     run_stage "$n"
 done
 log "all requested stages finished"

@@ -48,10 +48,22 @@ def test_every_stage_leaves_its_artefacts(workdir: Path) -> None:
     assert len(dev) > len(expected) == 10
     for stats in ("exp/step0/stats", "exp/step1_stats", "exp/step2_baseline/stats", "exp/step2_twostep/stats"):
         assert sorted(read_kaldi_text(workdir / stats / "valid/text_shape")) == expected, stats
-    stages = [line.split("\t")[0] for line in (workdir / "log/stage_times.tsv").read_text().splitlines()]
-    assert stages == [str(n) for n in range(4, 14)]
+    # stages 4-10 ran as two chains at once (conf/recipe/tiny.yaml: parallel_chains), each through all of them
+    rows = [line.split("\t") for line in (workdir / "log/stage_times.tsv").read_text().splitlines()]
+    assert [r[0] for r in rows if not r[4]] == ["4-10", "11", "12", "13"]
+    assert sorted((int(r[0]), r[4]) for r in rows if r[4]) == [(n, c) for n in range(4, 11) for c in ("ssl", "step0")]
+    spans = {}
+    for chain in ("ssl", "step0"):
+        times = [line[:19] for line in (workdir / f"log/chain_{chain}.log").read_text().splitlines()
+                 if line[19:28] == " run.sh: "]
+        spans[chain] = (times[0], times[-1])
+    assert spans["ssl"][0] < spans["step0"][1] and spans["step0"][0] < spans["ssl"][1], spans  # they overlapped
+    # chain ssl: the single-layer baseline (pre-trained model); chain step0: step 0 and the two-step system
+    assert "step 2 baseline: training" in (workdir / "log/chain_ssl.log").read_text()
+    assert "step 2 twostep: training" in (workdir / "log/chain_step0.log").read_text()
+    assert "step 0: training" in (workdir / "log/chain_step0.log").read_text()
     # every job ran under python -O (run.sh's default --typecheck false), which its log header says
-    job_logs = sorted(workdir.glob("log/**/*.log"))
+    job_logs = sorted(p for p in workdir.glob("log/**/*.log") if not p.name.startswith("chain_"))  # run.sh's own
     assert len(job_logs) > 20
     assert [p for p in job_logs if "\n# PYTHONOPTIMIZE=1: " not in p.read_text()] == []
 

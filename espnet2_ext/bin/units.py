@@ -72,7 +72,7 @@ def _read_spec(exp_dir: Path):
 def cmd_list(args: argparse.Namespace) -> None:
     from espnet2_ext.tokenizer.systems import load_units_config, select_systems
 
-    for system in select_systems(load_units_config(args.units_config), args.systems):
+    for system in select_systems(load_units_config(args.units_config), args.systems, args.chain):
         print(system.name)
 
 
@@ -236,6 +236,9 @@ def get_parser() -> argparse.ArgumentParser:
     p = add("list", cmd_list, "print the selected unit systems", system=False)
     p.add_argument("--units_config", type=Path, required=True)
     p.add_argument("--systems", default="", help="space-separated subset (empty: all)")
+    p.add_argument("--chain", default="", choices=["", "ssl", "step0"],
+                   help="only the systems of this chain of run.sh's stages 4-10 (step0: they read the step-0 model "
+                   "or weights learned on it; ssl: the others)")
     p = add("spec", cmd_spec, "resolve a system's feature spec")
     p.add_argument("--workdir", type=Path, required=True)
     p = add("dump_feats", cmd_dump_feats, "features of the k-means subset of train (one shard), for systems on one "

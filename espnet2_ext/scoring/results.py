@@ -30,7 +30,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from espnet2_ext.utils.fileio import DataError
 
@@ -222,17 +222,33 @@ def relative_reduction(baseline: float | None, system: float | None) -> float | 
     return 100.0 * (baseline - system) / baseline
 
 
-def read_stage_times(path: Path) -> list[tuple[str, str, int]]:
-    """``(stage number, name, seconds)`` of the LAST run of each stage in run.sh's ``stage_times.tsv``."""
+class StageTime(NamedTuple):
+    """A row of run.sh's ``stage_times.tsv``: ``stage<TAB>name<TAB>seconds<TAB>date[<TAB>chain]``.
+
+    ``stage`` is a number, or ``FIRST-LAST`` for stages run as two chains at once (``--parallel_chains``),
+    whose own stages carry their ``chain`` (ssl, step0): they overlap, so only rows without one add up.
+    """
+
+    stage: str
+    name: str
+    seconds: int
+    chain: str = ""
+
+
+def read_stage_times(path: Path) -> list[StageTime]:
+    """The LAST run of each stage (of each chain) in run.sh's ``stage_times.tsv``, in stage order."""
     if not path.is_file():
         return []
-    last: dict[str, tuple[str, str, int]] = {}
+    last: dict[tuple[str, str], StageTime] = {}
     with path.open(encoding="utf-8") as f:
         for lineno, row in enumerate(csv.reader(f, delimiter="\t"), 1):
-            if len(row) < 3 or not row[2].isdigit():
-                raise DataError(f"{path}:{lineno}: expected 'stage<TAB>name<TAB>seconds', got {row}")
-            last[row[0]] = (row[0], row[1], int(row[2]))
-    return sorted(last.values(), key=lambda r: int(r[0]))
+            if len(row) < 3 or not row[2].isdigit() or not re.fullmatch(r"\d+(-\d+)?", row[0]):
+                raise DataError(f"{path}:{lineno}: expected 'stage<TAB>name<TAB>seconds[<TAB>date<TAB>chain]', "
+                                f"got {row}")
+            chain = row[4] if len(row) > 4 else ""
+            last[row[0], chain] = StageTime(row[0], row[1], int(row[2]), chain)
+    # a chained range first, then its chains' stages
+    return sorted(last.values(), key=lambda t: (int(t.stage.split("-")[0]), bool(t.chain), len(t.stage), t.stage, t.chain))
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -324,7 +340,7 @@ def results_markdown(
     title: str,
     layer_weights: Mapping[str, Mapping[str, Any]] | None = None,
     unit_stats: Mapping[str, Mapping[str, Any]] | None = None,
-    stage_times: Sequence[tuple[str, str, int]] = (),
+    stage_times: Sequence[StageTime] = (),
     chart: str | None = None,
     notes: Sequence[str] = (),
 ) -> str:
@@ -394,9 +410,14 @@ def results_markdown(
     out += _unit_stats_lines(unit_stats or {})
 
     if stage_times:
-        total = sum(t for _, _, t in stage_times)
-        out += ["## Wall time per stage (last run of each)", "", "| stage | name | seconds |", "|---:|---|---:|"]
-        out += [f"| {n} | {name} | {sec} |" for n, name, sec in stage_times]
+        total = sum(t.seconds for t in stage_times if not t.chain)
+        out += ["## Wall time per stage (last run of each)", ""]
+        if any(t.chain for t in stage_times):
+            out += ["Stages in parentheses ran inside one of two chains at once (`--parallel_chains`): they "
+                    "overlap, and the chained range's row gives their wall time.", ""]
+        out += ["| stage | name | seconds |", "|---:|---|---:|"]
+        out += [f"| {t.stage} | {t.name} (chain {t.chain}) | ({t.seconds}) |" if t.chain else
+                f"| {t.stage} | {t.name} | {t.seconds} |" for t in stage_times]
         out += [f"| | total | {total} |", ""]
 
     out += ["## Published numbers (REAL data: ML-SUPERB 1h + LibriSpeech-100; not comparable with a demo run)", "",

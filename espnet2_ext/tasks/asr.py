@@ -45,6 +45,7 @@ from espnet2_ext.tasks.common import (
     load_state_dict_checked,  # noqa: F401  (part of this module's interface)
     read_token_list,
 )
+from espnet2_ext.tasks.cpu_amp import CPUAmp
 from espnet2_ext.tasks.lr_groups import LRGroups
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ decoder_choices = extend_choices(espnet_asr.decoder_choices)
 preprocessor_choices = espnet_asr.preprocessor_choices
 
 
-class ASRTask(LRGroups, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTask):
+class ASRTask(CPUAmp, LRGroups, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTask):
     """ESPnet ASR with the SSL frontend; see the module docstring."""
 
     class_choices_list = [
@@ -148,4 +149,4 @@ class ASRTask(LRGroups, StrictLoadingMixin, CheckedResumeMixin, espnet_asr.ASRTa
         # 8. initialisation (SSLFrontend.reload_pretrained_parameters restores the SSL weights)
         if getattr(args, "init", None) is not None:
             initialize(model, args.init)
-        return model
+        return cls.with_cpu_amp(model, args)

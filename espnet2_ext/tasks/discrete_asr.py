@@ -48,6 +48,7 @@ from espnet2_ext.tasks.common import (
     extend_choices,
     read_token_list,
 )
+from espnet2_ext.tasks.cpu_amp import CPUAmp
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ class SeededSampling:
         return self.tokenizer.tokens2text(tokens)
 
 
-class DiscreteASRTask(StrictLoadingMixin, CheckedResumeMixin, espnet_mt.MTTask):
+class DiscreteASRTask(CPUAmp, StrictLoadingMixin, CheckedResumeMixin, espnet_mt.MTTask):
     """ESPnet's MT task building ``discrete_asr`` models from this module's registries."""
 
     class_choices_list = [
@@ -195,7 +196,7 @@ class DiscreteASRTask(StrictLoadingMixin, CheckedResumeMixin, espnet_mt.MTTask):
         # 7. initialisation
         if getattr(args, "init", None) is not None:
             initialize(model, args.init)
-        return model
+        return cls.with_cpu_amp(model, args)
 
     @classmethod
     def build_preprocess_fn(cls, args: argparse.Namespace, train: bool):

@@ -69,6 +69,14 @@ class UnitSystem:
     init_points_per_centroid: int = 64
     bpe_vocab_size: int = 1000
 
+    @property
+    def chain(self) -> str:
+        """The chain of run.sh's stages 4-10 that builds it (``--parallel_chains``): ``step0`` when it reads
+        the step-0 model (``upstream: step0``) or weights learned on it (``weights: step1_step0``), else
+        ``ssl`` (the pre-trained model, or no SSL model for mfcc): those need nothing of step 0."""
+        weights_upstream = self.weights.removeprefix("step1_") if self.weights else None  # step1_<X>: learned on X
+        return "step0" if "step0" in (self.upstream, weights_upstream) else "ssl"
+
     def feature_spec(self, workdir: str | os.PathLike) -> FeatureSpec:
         """The system's :class:`FeatureSpec`, from ``exp/<upstream>/upstream.json`` (and step 1's weights)."""
         exp = Path(workdir) / "exp"
@@ -135,10 +143,10 @@ def load_units_config(path: str | os.PathLike) -> dict[str, UnitSystem]:
     return systems
 
 
-def select_systems(systems: Mapping[str, UnitSystem], names: str) -> list[UnitSystem]:
-    """The systems named in ``names`` (space- or comma-separated; empty: all), in config order."""
+def select_systems(systems: Mapping[str, UnitSystem], names: str, chain: str = "") -> list[UnitSystem]:
+    """The systems named in ``names`` (space- or comma-separated; empty: all) of ``chain`` (empty: any), in config order."""
     wanted = [n for n in names.replace(",", " ").split() if n]
     unknown = [n for n in wanted if n not in systems]
     if unknown:
         raise DataError(f"unknown unit system(s) {unknown}; the units config defines {list(systems)}")
-    return [s for name, s in systems.items() if not wanted or name in wanted]
+    return [s for name, s in systems.items() if (not wanted or name in wanted) and chain in ("", s.chain)]

@@ -52,7 +52,11 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
         "my_system": {"c_spa_000001": ""},
     })
     (wd / "log").mkdir()
-    (wd / "log/stage_times.tsv").write_text("1\tcorpus\t90\n2\tdata\t9\n1\tcorpus\t80\n")
+    (wd / "log/stage_times.tsv").write_text(
+        "1\tcorpus\t90\n2\tdata\t9\n1\tcorpus\t80\n"
+        # stages 4-5 as two chains (run.sh --parallel_chains): each chain's rows, then the range's wall time
+        "5\tstep1\t60\t2026-01-01T10:01:00\tssl\n4\tfinetune\t70\t2026-01-01T10:01:10\tstep0\n"
+        "5\tstep1\t30\t2026-01-01T10:01:40\tstep0\n4-5\tchains\t100\t2026-01-01T10:01:40\t\n")
     (wd / "exp/step1_step0/layer_weights.json").write_text(json.dumps({"weights": [0.1, 0.2, 0.7]}))
     # the decoding options stages 6 and 10 copy next to the hypotheses
     (wd / "exp/step2_baseline/decode/decode.yaml").write_text("beam_size: 5\nctc_weight: 0.3\nlm_weight: 0.0\n")
@@ -80,8 +84,10 @@ def test_results_table_rows_relative_figures_and_chart(tmp_path: Path) -> None:
     assert lang["rus"] > 0 and lang["deu"] == 0 and "eng" in base.language_cer()
     # the published rows are there, marked as real-data numbers
     assert "22.9" in text and "REAL data" in text and "17.99" in text
-    # stage times: the last run of a stage counts
-    assert "| 1 | corpus | 80 |" in text and "| | total | 89 |" in text
+    # stage times: the last run of a stage counts; the chains' stages are shown after their range, not added
+    assert "| 1 | corpus | 80 |" in text and "| | total | 189 |" in text
+    assert ("| 4-5 | chains | 100 |\n| 4 | finetune (chain step0) | (70) |\n| 5 | step1 (chain ssl) | (60) |\n"
+            "| 5 | step1 (chain step0) | (30) |") in text
     assert "| step1_step0 | 0.100 | 0.200 | 0.700 | 2 |" in text
     assert "| `twostep` | learned | 500 | 600 | 0.75 | 32.1 | 296.7 |" in text
     png = wd / "per_language_cer.png"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from espnet2_ext.tokenizer.systems import load_units_config
+from espnet2_ext.tokenizer.systems import load_units_config, select_systems
 from espnet2_ext.utils.fileio import DataError
 
 
@@ -23,3 +23,20 @@ def test_a_system_name_that_cannot_be_a_path_or_list_item_is_rejected(tmp_path: 
 def test_every_shipped_units_config_loads() -> None:
     for config in sorted(Path(__file__).resolve().parents[2].glob("conf/units/*.yaml")):
         assert load_units_config(config), config
+
+
+def test_systems_are_split_into_the_chains_by_what_they_read_of_step_0(tmp_path: Path) -> None:
+    # run.sh --parallel_chains: chain ssl must never get a system that reads the step-0 model or its weights
+    config = tmp_path / "units.yaml"
+    config.write_text("systems:\n"
+                      "  base: {upstream: ssl, features: single}\n"
+                      "  two: {upstream: step0, features: learned, weights: step1_step0}\n"
+                      "  nostep0: {upstream: ssl, features: learned, weights: step1_ssl}\n"
+                      "  crossed: {upstream: ssl, features: learned, weights: step1_step0}\n"
+                      "  uni: {upstream: step0, features: uniform}\n"
+                      "  mfcc: {features: mfcc}\n")
+    systems = load_units_config(config)
+    assert [s.name for s in select_systems(systems, "", "ssl")] == ["base", "nostep0", "mfcc"]
+    assert [s.name for s in select_systems(systems, "", "step0")] == ["two", "crossed", "uni"]
+    assert [s.name for s in select_systems(systems, "mfcc two", "ssl")] == ["mfcc"]
+    assert len(select_systems(systems, "")) == 6
