@@ -119,6 +119,7 @@ Examples:
   ./run.sh                                    # the whole demo recipe
   ./run.sh --stage 2 --stop_stage 2           # redo data preparation only
   ./run.sh --stage 5 --stop_stage 6 --step1_upstreams ssl  # step 1 on the pre-trained SSL model only
+  ./run.sh --stage 4 --stop_stage 10 --chain ssl          # stages 4-10 of what needs no step 0 (--parallel_chains)
   egs2/ml_superb/asr2/run.sh --mlsuperb_root /data/ml_superb --librispeech_root /data/LibriSpeech
 EOF
 }

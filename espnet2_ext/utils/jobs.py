@@ -237,6 +237,23 @@ def write_status(job: Job, returncode: int, seconds: float) -> None:
     atomic_write_text(status_path(job.log), json.dumps({"returncode": returncode, "seconds": round(seconds, 3)}) + "\n")
 
 
+def keep_niceness(pid: int, autogroup: Path | None = None) -> None:
+    """Give the job ``pid`` (a session of its own) this runner's niceness, also against other sessions.
+
+    Linux with ``kernel.sched_autogroup_enabled`` (the default of common distribution kernels)
+    schedules each session as a group whose share of the CPU does not depend on its processes' nice
+    values; a new session's group starts at nice 0. So a job started by a niced runner (run.sh's
+    chain ssl, ``nice -n 10``) would compete with every other job as an equal: its group gets the
+    runner's nice (``/proc/<pid>/autogroup``). Without autogroups the file is missing, and the
+    process's own inherited nice value already applies.
+    """
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):  # no autogroup (not Linux, or disabled), or the job has ended
+        (autogroup or Path(f"/proc/{pid}/autogroup")).write_text(str(niceness))
+
+
 def run_job(
     job: Job, env: dict[str, str], resources: Resources,
     on_start: Callable[[subprocess.Popen], None] | None = lambda proc: None,
@@ -274,6 +291,7 @@ def run_job(
                 log.write(f"run_jobs: cannot start {job.argv()[0]!r}: {e}\n")
                 rc = 127
             else:
+                keep_niceness(proc.pid)
                 on_start(proc)
                 rc = proc.wait()
         seconds = time.monotonic() - start

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from espnet2_ext.utils import jobs
 from espnet2_ext.utils.jobs import JobSpecError, LocalBackend, Resources, parse_invocation, run_array
 
 
@@ -145,3 +147,28 @@ def test_a_job_killed_by_a_signal_is_named_with_the_signal(tmp_path: Path, cli_e
     assert r.returncode == 1
     assert "1 of 2 jobs failed: JOB=2 (exit -9, killed by SIGKILL (out of memory?" in r.stderr
     assert f"log {tmp_path}/k.2.log" in r.stderr
+
+
+def test_a_niced_runners_jobs_stay_niced_against_other_sessions(tmp_path: Path, cli_env: dict[str, str]) -> None:
+    # run.sh's chain ssl runs at nice 10; each job is a session of its own, which Linux's autogroup
+    # scheduling would otherwise weigh like any other session at nice 0
+    r = subprocess.run(["nice", "-n", "7", sys.executable, "-m", "espnet2_ext.bin.run_jobs", "JOB=1:2",
+                        str(tmp_path / "n.JOB.log"), "bash", "-c",
+                        "echo nice=$(nice); cat /proc/self/autogroup 2>/dev/null || echo no-autogroup"],
+                       env=cli_env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for job in (1, 2):
+        log = (tmp_path / f"n.{job}.log").read_text()
+        assert "nice=7" in log
+        if "no-autogroup" not in log:  # a kernel with autogroups: the job's group has the runner's nice
+            assert re.search(r"/autogroup-\d+ nice 7\n", log), log
+
+
+def test_keep_niceness_writes_the_runners_nice_to_the_autogroup(tmp_path: Path) -> None:
+    autogroup = tmp_path / "autogroup"
+    jobs.keep_niceness(1, autogroup)  # this test process runs at nice 0: nothing to carry over
+    assert not autogroup.exists()
+    script = ("import os, sys; from pathlib import Path; from espnet2_ext.utils.jobs import keep_niceness; "
+              "os.nice(5); keep_niceness(1, Path(sys.argv[1]))")
+    subprocess.run([sys.executable, "-c", script, str(autogroup)], check=True, cwd=Path(__file__).parents[2])
+    assert autogroup.read_text() == "5"
