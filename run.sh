@@ -834,7 +834,12 @@ stage_step2() {
     [ -f "$step2_config" ] || die "--step2_config $step2_config not found"
     local runs
     runs=$(step2_runs) || exit 1
-    [ -n "$runs" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
+    if [ -z "$runs" ]; then
+        # a chain may have none of the systems; the other one has them, or it is an error
+        [ -n "$(chain='' step2_runs)" ] || die "no unit systems in $workdir/dump/units; run stages 7-8 first"
+        log "step 2: no unit system of chain $chain"
+        return 0
+    fi
     step2_target_opts
     # 1. the length check and shapes of every system with a run left to train, nj systems at once
     #    (a seed repeat trains on its system's data and shapes)

@@ -25,9 +25,10 @@ def run_recipe(args: list[str], env: dict[str, str], *, config: str | None = "co
 # Options of the tiny recipe's stages 4-13 that the end-to-end and SLURM tests share: the single-layer
 # baseline and the two-step system, step 1 on the fine-tuned upstream only, the two-step pack, one
 # thread per training (the local backend splits --train_threads between the trainings that run at
-# once, slurm gives each job --train_threads: one thread each way is the same float arithmetic).
+# once, slurm gives each job --train_threads: one thread each way is the same float arithmetic), and
+# stages 4-10 as two chains at once, as the demo runs them.
 STAGES_4_13_OPTS = ["--unit_systems", "baseline twostep", "--step1_upstreams", "step0", "--train_threads", "1",
-                    "--pack_systems", "twostep"]
+                    "--pack_systems", "twostep", "--parallel_chains", "true"]
 
 
 @dataclass

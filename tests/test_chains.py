@@ -36,12 +36,12 @@ def test_sigterm_stops_both_chains_and_their_jobs(tiny_recipe_workdir: Path, cli
     shutil.copytree(tiny_recipe_workdir / "exp/ssl", wd / "exp/ssl")
     log = tmp_path / "run.log"
     proc = start([str(REPO_ROOT / "run.sh"), "--config", "conf/recipe/tiny.yaml", "--workdir", str(wd),
-                  "--stage", "4", "--stop_stage", "10"], cli_env, REPO_ROOT, log)
+                  "--stage", "4", "--stop_stage", "10", "--parallel_chains", "true"], cli_env, REPO_ROOT, log)
     try:
-        # both chains are at work: step 0 trains in chain step0 while chain ssl runs its first jobs
+        # both chains are at work: step 0 trains in chain step0 while chain ssl runs
         deadline = time.monotonic() + 300
         while proc.poll() is None and time.monotonic() < deadline and not (
-                "step 0: training" in log.read_text() and (wd / "log/kmeans").is_dir()):
+                "[step0]" in (text := log.read_text()) and "step 0: training" in text and "[ssl]" in text):
             time.sleep(0.2)
         assert proc.poll() is None, log.read_text()[-3000:]
         assert len(_processes_naming(str(wd))) > 2
@@ -53,7 +53,8 @@ def test_sigterm_stops_both_chains_and_their_jobs(tiny_recipe_workdir: Path, cli
         while _processes_naming(str(wd)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert _processes_naming(str(wd)) == [], "a chain or one of its jobs outlived the interrupted run"
-        assert not (wd / "exp/step0/.done").exists()
+        times = wd / "log/stage_times.tsv"
+        assert not times.exists() or "\tchains\t" not in times.read_text(), "the chained stages never finished"
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -48,7 +48,7 @@ def test_every_stage_leaves_its_artefacts(workdir: Path) -> None:
     assert len(dev) > len(expected) == 10
     for stats in ("exp/step0/stats", "exp/step1_stats", "exp/step2_baseline/stats", "exp/step2_twostep/stats"):
         assert sorted(read_kaldi_text(workdir / stats / "valid/text_shape")) == expected, stats
-    # stages 4-10 ran as two chains at once (conf/recipe/tiny.yaml: parallel_chains), each through all of them
+    # stages 4-10 ran as two chains at once (STAGES_4_13_OPTS: --parallel_chains true), each through all of them
     rows = [line.split("\t") for line in (workdir / "log/stage_times.tsv").read_text().splitlines()]
     assert [r[0] for r in rows if not r[4]] == ["4-10", "11", "12", "13"]
     assert sorted((int(r[0]), r[4]) for r in rows if r[4]) == [(n, c) for n in range(4, 11) for c in ("ssl", "step0")]
@@ -74,7 +74,8 @@ def test_results_md_compares_the_systems(workdir: Path) -> None:
         assert f"(`{key}`)" in text
     assert "## The two-step effect" in text and "Two-step units vs single-layer units" in text
     # stage 12 writes RESULTS.md, so the wall-time table holds the stages before it
-    assert "REAL data" in text and "| 11 | score |" in text and "| 4 | finetune |" in text
+    assert "REAL data" in text and "| 11 | score |" in text and "| 4-10 | chains |" in text
+    assert "| 4 | finetune (chain step0) | (" in text
     assert (workdir / "per_language_cer.png").read_bytes()[:4] == b"\x89PNG"
 
 

@@ -127,7 +127,11 @@ def test_empty_step1_upstreams_turn_step_1_off(repo_root: Path, cli_env: dict[st
     r = run_recipe(["--config", "conf/recipe/tiny.yaml", "--workdir", str(tmp_path), "--stage", "5",
                            "--stop_stage", "6", "--step1_upstreams", ""], cli_env, config=None)
     assert r.returncode == 0, r.stderr
-    # stages 5 and 6 of both chains (conf/recipe/tiny.yaml: parallel_chains), each line prefixed with its chain
-    assert r.stderr.count("step 1 is off (--step1_upstreams is empty)") == 4
+    assert r.stderr.count("step 1 is off (--step1_upstreams is empty)") == 2
+    # the same as two chains: stages 5 and 6 of each, every line prefixed with its chain
+    r = run_recipe(["--config", "conf/recipe/tiny.yaml", "--workdir", str(tmp_path), "--stage", "5",
+                    "--stop_stage", "6", "--step1_upstreams", "", "--parallel_chains", "true"], cli_env, config=None)
+    assert r.returncode == 0, r.stderr
     assert r.stderr.count("[ssl] ") >= 2 and r.stderr.count("[step0] ") >= 2
+    assert r.stderr.count("step 1 is off (--step1_upstreams is empty)") == 4
     assert not (tmp_path / "exp").exists()
